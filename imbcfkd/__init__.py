@@ -1,0 +1,32 @@
+"""imbcfkd: trustworthy image classifiers for imbalanced data.
+
+Counterfactual Knowledge Distillation (CFKD) finds the shortcuts a classifier
+learned from a rare class, through counterfactual explanations judged by a
+teacher, and fine-tunes the shortcuts away.
+"""
+
+from .cfkd import CFKDClassifier
+from .exceptions import CounterfactualWarning
+from .explainers import GradientExplainer
+from .losses import FocalLoss
+from .networks import MLP, ResNet18, SmallResNet, make_net
+from .sampling import BalancedBatchLoader, BalancedBatchSampler, ImageResampler
+from .teachers import OUT_OF_DISTRIBUTION, OracleTeacher
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BalancedBatchLoader",
+    "BalancedBatchSampler",
+    "CFKDClassifier",
+    "CounterfactualWarning",
+    "FocalLoss",
+    "GradientExplainer",
+    "ImageResampler",
+    "MLP",
+    "OUT_OF_DISTRIBUTION",
+    "OracleTeacher",
+    "ResNet18",
+    "SmallResNet",
+    "make_net",
+]

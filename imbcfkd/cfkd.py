@@ -1,0 +1,782 @@
+"""Counterfactual Knowledge Distillation as a scikit-learn classifier.
+
+:class:`CFKDClassifier` runs the whole CFKD loop inside ``fit``: it trains a
+base classifier with batch balancing, asks an explainer for counterfactuals of
+correctly classified training images, asks a teacher for the true class of
+each counterfactual, and fine-tunes the base classifier on the original data
+mixed with the teacher-labelled counterfactuals. A counterfactual that flipped
+the classifier but not the teacher exposes a shortcut; training on it, with
+the teacher's label, removes the shortcut.
+"""
+
+import copy
+import inspect
+import time
+import warnings
+from contextlib import contextmanager
+from functools import partial
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from .exceptions import CounterfactualWarning
+from .explainers import GradientExplainer
+from .networks import make_net
+from .sampling import BalancedBatchLoader, _allocate, _CyclingStream
+from .teachers import is_out_of_distribution
+
+__all__ = ["CFKDClassifier"]
+
+# Why a counterfactual was not used for fine-tuning, in the order the
+# rejection cascade checks them.
+STUDENT_WRONG_ON_SOURCE = "student_wrong_on_source"
+TEACHER_WRONG_ON_SOURCE = "teacher_wrong_on_source"
+NOT_FLIPPED = "not_flipped"
+OUT_OF_DISTRIBUTION = "out_of_distribution"
+TRUE_NOT_KEPT = "true_counterfactual_not_kept"
+
+
+class CFKDClassifier(ClassifierMixin, BaseEstimator):
+    """Image classifier corrected by Counterfactual Knowledge Distillation.
+
+    ``fit`` runs the CFKD loop:
+
+    1. Train a base classifier (``net``) with class-balanced mini-batches on
+       all training data but a stratified validation share.
+    2. Draw ``n_counterfactuals`` source images that the classifier gets
+       right, alternating the classes regardless of their frequency (rare
+       classes are recycled), and ask the ``explainer`` to move each to the
+       most likely other class.
+    3. Ask the ``teacher`` for the true class of each counterfactual, through
+       a rejection cascade: a source the classifier gets wrong, a source the
+       teacher gets wrong, a counterfactual that did not flip the classifier,
+       and one the teacher cannot judge are all dropped, each with its reason.
+       A counterfactual whose class the teacher confirms is *true*; one whose
+       class the teacher keeps at the source class is *false*: it exposes a
+       shortcut.
+    4. Fine-tune a copy of the classifier, from its weights, on batches that
+       mix original images and the kept counterfactuals (labelled by the
+       teacher) in a fixed share, each part class-balanced.
+    5. Keep the fine-tuned classifier only if it scores better on held-out
+       data: the mean of the balanced accuracy on the validation images and
+       the agreement with the teacher on counterfactuals of validation
+       images.
+
+    Later rounds explain the current classifier again and replay the
+    counterfactuals of all earlier rounds.
+
+    Parameters
+    ----------
+    teacher : callable, default=None
+        Maps an array of images (in the format given to ``fit``) to one label
+        per image, in the label space of ``y``, or
+        :data:`imbcfkd.OUT_OF_DISTRIBUTION` where it cannot judge. Usually an
+        :class:`imbcfkd.OracleTeacher` or a domain expert behind a callable.
+        Required for fitting.
+    net : skorch.NeuralNetClassifier, default=None
+        The classifier to train and correct; it is cloned, never modified.
+        When its module accepts ``input_shape`` and ``n_classes`` (as the
+        modules of :mod:`imbcfkd.networks` do) they are set from the data.
+        ``None`` builds :func:`imbcfkd.networks.make_net` with a
+        :class:`~imbcfkd.networks.SmallResNet` for images and an
+        :class:`~imbcfkd.networks.MLP` for feature vectors. Build it with
+        ``make_net(balanced=True)`` or another class-balanced iterator for
+        the base classifier of the paper.
+    explainer : object, default=None
+        A counterfactual explainer following the protocol of
+        :mod:`imbcfkd.explainers`; it is cloned. ``None`` uses a
+        :class:`~imbcfkd.explainers.GradientExplainer`.
+    input_shape : tuple of int, default=None
+        Shape of one image when ``X`` holds flattened images, e.g.
+        ``(3, 16, 16)`` for 768 features. ``None`` takes 4-D ``X`` as images
+        and 2-D ``X`` as plain feature vectors.
+    n_counterfactuals : int, default=1000
+        Counterfactuals generated per round, as in the paper. 0 skips CFKD
+        and returns the batch-balanced base classifier.
+    n_rounds : int, default=1
+        Rounds of explanation, teaching and fine-tuning.
+    keep_true_counterfactuals : bool, default=False
+        Also fine-tune on true counterfactuals (labelled with their target
+        class), not only on the false ones that expose shortcuts.
+    counterfactual_share : float, default=0.5
+        Share of every fine-tuning batch drawn from the counterfactuals; the
+        rest are original images.
+    finetune_epochs : int, default=5
+        Epochs of fine-tuning per round.
+    finetune_lr : float, default=None
+        Learning rate of fine-tuning. ``None`` uses a tenth of the net's.
+    validation_fraction : float or None, default=0.2
+        Share of the training data held out, stratified, to choose between
+        the base and the fine-tuned classifier. ``None`` holds out nothing
+        and always keeps the fine-tuned classifier.
+    teacher_checks_sources : bool, default=True
+        Also ask the teacher about the source images and drop those it
+        labels differently from ``y``. Set to ``False`` when every teacher
+        query is expensive (a human expert) and the labels are trusted.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the validation split, the choice of sources and PyTorch (for
+        weight initialisation and batch order) for the duration of ``fit``,
+        without changing PyTorch's global random state.
+    verbose : int, default=0
+        1 reports each stage, 2 also shows the explainer's progress.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The class labels.
+    n_features_in_ : int
+        Number of values in one sample (channels x height x width for images).
+    feature_names_in_ : ndarray of str
+        Names of the features, when ``X`` is a DataFrame with string column
+        names.
+    input_shape_ : tuple of int
+        Shape of one sample as the network sees it.
+    base_net_ : skorch.NeuralNetClassifier
+        The classifier trained with batch balancing, before any correction.
+    net_ : skorch.NeuralNetClassifier
+        The classifier used by ``predict``: the last accepted fine-tuned
+        classifier, or ``base_net_`` when no fine-tuning helped.
+    explainer_ : object
+        The fitted clone of ``explainer``.
+    counterfactuals_ : dict of ndarray
+        One entry per generated training counterfactual, over all rounds:
+        ``"round"``, ``"source_index"`` (row of ``X`` in the training part),
+        ``"source"`` and ``"counterfactual"`` (images in the format of
+        ``X``), ``"source_label"``, ``"target_label"``, ``"teacher_label"``
+        (``None`` where the teacher was not asked), ``"flipped"`` (the
+        classifier predicts the target on the counterfactual), ``"reached"``
+        (the explainer's own claim), ``"verdict"`` (``"true"``,
+        ``"false"``, ``"other"`` or ``""`` when not judged), ``"kept"`` and
+        ``"reason"`` (why it was not kept, ``""`` when kept).
+    history_ : list of dict
+        One entry per round: ``n_counterfactuals``, ``flip_rate`` (share that
+        flipped the classifier), ``n_judged``, ``feedback_accuracy`` (share of
+        true counterfactuals among those judged; low values mean the
+        classifier relies on shortcuts), ``n_kept``, ``n_replayed`` (kept
+        counterfactuals of this and earlier rounds used for fine-tuning),
+        ``score_before`` and ``score_after`` (validation scores of the
+        current and the fine-tuned classifier), ``accepted``, ``seconds``
+        and ``counterfactuals_per_second`` (of the explainer alone).
+
+    See Also
+    --------
+    imbcfkd.networks.make_net : Build the skorch net to correct.
+    imbcfkd.OracleTeacher : Use a fitted classifier as the teacher.
+
+    Notes
+    -----
+    skorch's ``predict`` returns column indices; this estimator maps them
+    back to ``classes_``, so labels of any type work. For more than two
+    classes each source is moved to its most likely other class.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from imbcfkd import CFKDClassifier, OracleTeacher
+    >>> from imbcfkd.networks import make_net
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.normal(size=(120, 4)).astype("float32")
+    >>> y = (X[:, 0] > 0.8).astype(int)
+    >>> oracle = LogisticRegression().fit(X, y)
+    >>> clf = CFKDClassifier(
+    ...     teacher=OracleTeacher(oracle), net=make_net("mlp", max_epochs=5),
+    ...     n_counterfactuals=20, finetune_epochs=2, random_state=0,
+    ... ).fit(X, y)
+    >>> clf.predict(X[:3]).shape
+    (3,)
+    """
+
+    _parameter_constraints = {
+        "teacher": [callable, None],
+        "net": [HasMethods(["fit", "predict_proba", "partial_fit"]), None],
+        "explainer": [HasMethods(["explain"]), None],
+        "input_shape": [tuple, list, None],
+        "n_counterfactuals": [Interval(Integral, 0, None, closed="left")],
+        "n_rounds": [Interval(Integral, 0, None, closed="left")],
+        "keep_true_counterfactuals": ["boolean"],
+        "counterfactual_share": [Interval(Real, 0, 1, closed="neither")],
+        "finetune_epochs": [Interval(Integral, 1, None, closed="left")],
+        "finetune_lr": [Interval(Real, 0, None, closed="neither"), None],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
+        "teacher_checks_sources": ["boolean"],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        teacher=None,
+        *,
+        net=None,
+        explainer=None,
+        input_shape=None,
+        n_counterfactuals=1000,
+        n_rounds=1,
+        keep_true_counterfactuals=False,
+        counterfactual_share=0.5,
+        finetune_epochs=5,
+        finetune_lr=None,
+        validation_fraction=0.2,
+        teacher_checks_sources=True,
+        random_state=None,
+        verbose=0,
+    ):
+        self.teacher = teacher
+        self.net = net
+        self.explainer = explainer
+        self.input_shape = input_shape
+        self.n_counterfactuals = n_counterfactuals
+        self.n_rounds = n_rounds
+        self.keep_true_counterfactuals = keep_true_counterfactuals
+        self.counterfactual_share = counterfactual_share
+        self.finetune_epochs = finetune_epochs
+        self.finetune_lr = finetune_lr
+        self.validation_fraction = validation_fraction
+        self.teacher_checks_sources = teacher_checks_sources
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def fit(self, X, y):
+        """Train the base classifier, then correct it with CFKD.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, channels, height, width) or \
+(n_samples, n_features)
+            Training images, or flattened images with ``input_shape`` set, or
+            feature vectors. Values must be finite.
+        y : array-like of shape (n_samples,)
+            Class labels of any type; at least two classes.
+
+        Returns
+        -------
+        self : CFKDClassifier
+            The fitted classifier.
+        """
+        self._validate_params()
+        if self.teacher is None and self.n_counterfactuals > 0 and self.n_rounds > 0:
+            raise ValueError(
+                "CFKDClassifier needs a teacher to label counterfactuals: pass "
+                "teacher=OracleTeacher(fitted_classifier) or any callable that "
+                "maps images to labels. Set n_counterfactuals=0 to train only "
+                "the batch-balanced base classifier."
+            )
+        X, y = self._validate_training_data(X, y)
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        net = self._make_net()
+        explainer = GradientExplainer() if self.explainer is None else self.explainer
+        self.explainer_ = clone(explainer, safe=False)
+
+        with _seeded_torch(seed, getattr(net, "device", "cpu")):
+            X_train, y_train, X_val, y_val = self._split(X, y, rng)
+            if hasattr(self.explainer_, "fit"):
+                self.explainer_.fit(X_train, y_train)
+            self._check_explainer(net, X_train[:2], y_train[:2])
+
+            self._log(f"Training the base classifier on {len(y_train)} samples.")
+            self.base_net_ = net.fit(X_train, y_train)
+            self.net_ = self.base_net_
+            self._run_rounds(X_train, y_train, X_val, y_val, rng)
+        return self
+
+    def predict(self, X):
+        """Predict the class of each sample.
+
+        Parameters
+        ----------
+        X : array-like, same layout as in ``fit``
+            Samples to classify.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Predicted labels, from ``classes_``.
+        """
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    def predict_proba(self, X):
+        """Predict class probabilities.
+
+        Parameters
+        ----------
+        X : array-like, same layout as in ``fit``
+            Samples to classify.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Probabilities in the order of ``classes_``; rows sum to one.
+        """
+        check_is_fitted(self)
+        X = self._validate_prediction_data(X)
+        return self.net_.predict_proba(X)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.poor_score = True
+        tags.input_tags.allow_nan = False
+        return tags
+
+    # -- the CFKD loop ----------------------------------------------------
+
+    def _run_rounds(self, X_train, y_train, X_val, y_val, rng):
+        self.history_ = []
+        records = []
+        pool_X = np.empty((0,) + X_train.shape[1:], dtype=np.float32)
+        pool_y = np.empty(0, dtype=np.int64)
+        if self.n_counterfactuals == 0:
+            self.counterfactuals_ = _stack_records(records, self._user_shape)
+            return
+
+        for round_index in range(self.n_rounds):
+            start = time.perf_counter()
+            self._log(f"Round {round_index + 1}/{self.n_rounds}: explaining.")
+            student = self.net_
+            train_sources = _draw_sources(
+                y_train, student.predict(X_train), self.n_counterfactuals, rng
+            )
+            round_records, explain_seconds = self._teach(
+                student, X_train, y_train, train_sources
+            )
+            round_records["round"] = np.full(len(train_sources), round_index)
+            records.append(round_records)
+            kept = round_records["kept"]
+            pool_X = np.concatenate(
+                [pool_X, self._to_internal(round_records["counterfactual"][kept])]
+            )
+            pool_y = np.concatenate([pool_y, round_records["teacher_index"][kept]])
+
+            entry = _round_summary(round_records, len(pool_y))
+            entry["counterfactuals_per_second"] = len(train_sources) / max(
+                explain_seconds, 1e-9
+            )
+            self._check_round(entry)
+            if len(pool_y):
+                self._finetune_and_select(
+                    student,
+                    (X_train, y_train),
+                    (X_val, y_val),
+                    (pool_X, pool_y),
+                    rng,
+                    entry,
+                )
+            entry["seconds"] = time.perf_counter() - start
+            self.history_.append(entry)
+            self._log(_describe_round(round_index, entry))
+
+        self.counterfactuals_ = _stack_records(records, self._user_shape)
+
+    def _teach(self, student, X, y, sources):
+        """Explain ``sources`` with the student and judge them with the teacher."""
+        if len(sources) == 0:
+            return _empty_records(self._user_shape), 0.0
+        X_source, y_source = X[sources], y[sources]
+        proba = student.predict_proba(X_source)
+        predicted = proba.argmax(axis=1)
+        target = _most_likely_other(proba, y_source)
+        records = {
+            "source_index": sources,
+            "source": self._to_user(X_source),
+            "source_label": self.classes_[y_source],
+            "target_label": self.classes_[target],
+            "teacher_label": np.full(len(sources), None, dtype=object),
+            "teacher_index": np.full(len(sources), -1, dtype=np.int64),
+            "verdict": np.full(len(sources), "", dtype=object),
+            "reason": np.full(len(sources), "", dtype=object),
+        }
+        reason = records["reason"]
+        reason[predicted != y_source] = STUDENT_WRONG_ON_SOURCE
+
+        # The teacher sees the sources first: they are cheap to check, and a
+        # misbehaving teacher fails here, before the explainer's work.
+        if self.teacher_checks_sources:
+            ask = np.flatnonzero(reason == "")
+            labels = self._ask_teacher(records["source"][ask])
+            wrong = labels != y_source[ask]
+            reason[ask[wrong]] = TEACHER_WRONG_ON_SOURCE
+
+        start = time.perf_counter()
+        counterfactuals, reached = self._explain(student, X_source, target)
+        explain_seconds = time.perf_counter() - start
+        flipped = student.predict(counterfactuals) == target
+        records.update(
+            counterfactual=self._to_user(counterfactuals),
+            reached=reached,
+            flipped=flipped,
+        )
+        reason[(reason == "") & ~flipped] = NOT_FLIPPED
+
+        ask = np.flatnonzero(reason == "")
+        labels = self._ask_teacher(records["counterfactual"][ask])
+        records["teacher_index"][ask] = labels
+        known = labels >= 0
+        records["teacher_label"][ask[known]] = self.classes_[labels[known]]
+        reason[ask[~known]] = OUT_OF_DISTRIBUTION
+
+        judged = ask[known]
+        verdict = records["verdict"]
+        verdict[judged] = "other"
+        verdict[judged[labels[known] == target[judged]]] = "true"
+        verdict[judged[labels[known] == y_source[judged]]] = "false"
+        if not self.keep_true_counterfactuals:
+            reason[judged[verdict[judged] != "false"]] = TRUE_NOT_KEPT
+        records["kept"] = reason == ""
+        return records, explain_seconds
+
+    def _finetune_and_select(self, student, train, validation, pool, rng, entry):
+        """Fine-tune a copy of ``student``; keep it if it scores better."""
+        self._log(f"Fine-tuning on {len(pool[1])} counterfactuals.")
+        finetuned = self._finetune(student, train, pool)
+        X_val, y_val = validation
+        if X_val is None:
+            entry.update(score_before=np.nan, score_after=np.nan, accepted=True)
+            self.net_ = finetuned
+            return
+
+        # Counterfactuals of validation images, labelled by the teacher, tell
+        # whether the fine-tuned classifier follows the teacher's strategy.
+        n_val = max(1, round(self.n_counterfactuals * self.validation_fraction))
+        val_sources = _draw_sources(y_val, student.predict(X_val), n_val, rng)
+        val_records, _ = self._teach(student, X_val, y_val, val_sources)
+        judged = val_records["verdict"] != ""
+        X_judged = self._to_internal(val_records["counterfactual"][judged])
+        y_judged = val_records["teacher_index"][judged]
+
+        before = _selection_score(student, X_val, y_val, X_judged, y_judged)
+        after = _selection_score(finetuned, X_val, y_val, X_judged, y_judged)
+        entry.update(score_before=before, score_after=after, accepted=after > before)
+        if after > before:
+            self.net_ = finetuned
+
+    def _finetune(self, student, train, pool):
+        (X_train, y_train), (pool_X, pool_y) = train, pool
+        finetuned = copy.deepcopy(student)
+        groups = np.r_[np.zeros(len(y_train), int), np.ones(len(pool_y), int)]
+        shares = {0: 1.0 - self.counterfactual_share, 1: self.counterfactual_share}
+        lr = self.finetune_lr
+        if lr is None:
+            lr = 0.1 * student.lr
+        iterator = finetuned.iterator_train
+        finetuned.iterator_train = partial(
+            _finetuning_loader, groups=groups, group_shares=shares
+        )
+        finetuned.set_params(lr=lr, max_epochs=self.finetune_epochs)
+        try:
+            finetuned.partial_fit(
+                np.concatenate([X_train, pool_X]), np.concatenate([y_train, pool_y])
+            )
+        finally:
+            finetuned.iterator_train = iterator
+        return finetuned
+
+    def _check_explainer(self, net, X, y):
+        """Try the explainer on two samples of an untrained net, to fail early."""
+        net.initialize()
+        self._explain(net, X, (y + 1) % len(self.classes_))
+
+    def _explain(self, student, X, target):
+        counterfactuals, reached = self.explainer_.explain(student, X, target)
+        counterfactuals = np.asarray(counterfactuals, dtype=np.float32)
+        reached = np.asarray(reached, dtype=bool)
+        if counterfactuals.shape != X.shape or reached.shape != (len(X),):
+            raise ValueError(
+                f"{type(self.explainer_).__name__}.explain must return "
+                f"counterfactuals of shape {X.shape} and reached of shape "
+                f"({len(X)},); got {counterfactuals.shape} and {reached.shape}."
+            )
+        if not np.all(np.isfinite(counterfactuals)):
+            raise ValueError(
+                f"{type(self.explainer_).__name__}.explain returned "
+                "counterfactuals with NaN or infinite values."
+            )
+        return counterfactuals, reached
+
+    def _ask_teacher(self, X):
+        """Encoded teacher labels of ``X``; -1 where the teacher cannot tell."""
+        if len(X) == 0:
+            return np.empty(0, dtype=np.int64)
+        labels = self.teacher(X)
+        labels = np.asarray(labels, dtype=object).reshape(-1)
+        if len(labels) != len(X):
+            raise ValueError(
+                f"The teacher returned {len(labels)} labels for {len(X)} images; "
+                "it must return exactly one label per image."
+            )
+        unknown = is_out_of_distribution(labels)
+        index = {c: i for i, c in enumerate(self.classes_.tolist())}
+        encoded = np.full(len(labels), -1, dtype=np.int64)
+        outside = []
+        for i in np.flatnonzero(~unknown):
+            label = labels[i].item() if hasattr(labels[i], "item") else labels[i]
+            if label in index:
+                encoded[i] = index[label]
+            else:
+                outside.append(labels[i])
+        if outside:
+            raise ValueError(
+                f"The teacher returned labels outside classes_ "
+                f"{self.classes_.tolist()}: {sorted(set(map(repr, outside)))[:5]}. "
+                "Return labels of y, or imbcfkd.OUT_OF_DISTRIBUTION where the "
+                "teacher cannot tell."
+            )
+        return encoded
+
+    def _check_round(self, entry):
+        if entry["n_counterfactuals"] == 0:
+            warnings.warn(
+                "The classifier gets no training sample right, so there is "
+                "nothing to explain; the classifier is kept as it is.",
+                CounterfactualWarning,
+                stacklevel=3,
+            )
+        elif entry["flip_rate"] == 0:
+            warnings.warn(
+                f"The explainer flipped none of the {entry['n_counterfactuals']} "
+                "counterfactuals; the classifier is kept as it is. Give the "
+                "explainer more steps or a larger step size.",
+                CounterfactualWarning,
+                stacklevel=3,
+            )
+        elif entry["n_replayed"] == 0:
+            warnings.warn(
+                "No counterfactual survived the teacher's rejection cascade; the "
+                "classifier is kept as it is. See counterfactuals_['reason'].",
+                CounterfactualWarning,
+                stacklevel=3,
+            )
+
+    # -- data handling ----------------------------------------------------
+
+    def _validate_training_data(self, X, y):
+        X, y = validate_data(
+            self, X, y, allow_nd=True, dtype=np.float32, ensure_all_finite=True
+        )
+        check_classification_targets(y)
+        self.classes_, y = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(
+                "CFKDClassifier needs samples of at least two classes; y holds "
+                f"one class only ({self.classes_.tolist()[0]!r})."
+            )
+        self._user_shape = X.shape[1:]
+        self.n_features_in_ = int(np.prod(self._user_shape))
+        if self.input_shape is not None:
+            self.input_shape_ = tuple(int(s) for s in self.input_shape)
+            if int(np.prod(self.input_shape_)) != self.n_features_in_:
+                raise ValueError(
+                    f"input_shape={self.input_shape_} holds "
+                    f"{int(np.prod(self.input_shape_))} values, but each sample "
+                    f"of X has {self.n_features_in_}."
+                )
+        else:
+            self.input_shape_ = tuple(self._user_shape)
+        if len(self.input_shape_) not in (1, 3):
+            raise ValueError(
+                "X must hold images of shape (n_samples, channels, height, width) "
+                f"or vectors of shape (n_samples, n_features); got X of shape "
+                f"{X.shape}. Add a channel axis to grey images with X[:, None]."
+            )
+        return self._to_internal(X), y.astype(np.int64)
+
+    def _validate_prediction_data(self, X):
+        X = check_array(X, allow_nd=True, dtype=np.float32, ensure_all_finite=True)
+        if X.ndim == 2:
+            X = validate_data(self, X, reset=False, dtype=np.float32)
+        elif X.shape[1:] != tuple(self._user_shape) and X.shape[1:] != tuple(
+            self.input_shape_
+        ):
+            raise ValueError(
+                f"X has samples of shape {X.shape[1:]}, but {type(self).__name__} "
+                f"was fitted on samples of shape {tuple(self._user_shape)}."
+            )
+        return self._to_internal(X)
+
+    def _to_internal(self, X):
+        return X.reshape((len(X),) + tuple(self.input_shape_))
+
+    def _to_user(self, X):
+        return X.reshape((len(X),) + tuple(self._user_shape))
+
+    def _split(self, X, y, rng):
+        """Stratified training and validation parts (validation may be None)."""
+        if self.validation_fraction is None or self.n_counterfactuals == 0:
+            return X, y, None, None
+        counts = np.bincount(y)
+        n_val = int(np.ceil(self.validation_fraction * len(y)))
+        if counts.min() < 2 or n_val < len(counts) or len(y) - n_val < len(counts):
+            warnings.warn(
+                f"Too few samples ({counts.tolist()} per class) for a stratified "
+                f"validation share of {self.validation_fraction}; model selection "
+                "is off and the fine-tuned classifier is always kept.",
+                CounterfactualWarning,
+                stacklevel=3,
+            )
+            return X, y, None, None
+        X_train, X_val, y_train, y_val = train_test_split(
+            X, y, test_size=n_val, stratify=y, random_state=rng
+        )
+        return X_train, y_train, X_val, y_val
+
+    def _make_net(self):
+        if self.net is None:
+            architecture = "resnet" if len(self.input_shape_) == 3 else "mlp"
+            net = make_net(architecture)
+        else:
+            net = clone(self.net)
+        module = net.module
+        if isinstance(module, type):
+            accepted = inspect.signature(module).parameters
+            if "input_shape" in accepted:
+                net.set_params(module__input_shape=tuple(self.input_shape_))
+            if "n_classes" in accepted:
+                net.set_params(module__n_classes=len(self.classes_))
+        return net
+
+    def _log(self, message):
+        if self.verbose:
+            print(f"[CFKDClassifier] {message}")
+
+
+def _draw_sources(y, predicted, n, rng):
+    """Indices of ``n`` correctly classified samples, classes in equal shares.
+
+    Classes take turns regardless of their frequency; a class with fewer
+    correct samples than its share is recycled.
+    """
+    pools = [np.flatnonzero((y == c) & (predicted == c)) for c in np.unique(y)]
+    pools = [pool for pool in pools if len(pool)]
+    if not pools or n == 0:
+        return np.empty(0, dtype=np.int64)
+    counts = _allocate(n, np.full(len(pools), 1.0 / len(pools)), rng)
+    per_class = [
+        _CyclingStream(pool, rng).take(count)
+        for pool, count in zip(pools, counts, strict=True)
+    ]
+    # Interleave the classes so that any prefix of the sources stays balanced.
+    order = [
+        taken[position]
+        for position in range(max(counts))
+        for taken in per_class
+        if position < len(taken)
+    ]
+    return np.asarray(order, dtype=np.int64)
+
+
+def _most_likely_other(proba, source):
+    """The most probable class other than each sample's source class."""
+    proba = np.array(proba, dtype=float, copy=True)
+    proba[np.arange(len(source)), source] = -np.inf
+    return proba.argmax(axis=1)
+
+
+def _selection_score(net, X_val, y_val, X_judged, y_judged):
+    """Mean of balanced accuracy and agreement with the teacher."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        score = balanced_accuracy_score(y_val, net.predict(X_val))
+    if len(y_judged):
+        agreement = np.mean(net.predict(X_judged) == y_judged)
+        score = (score + agreement) / 2
+    return float(score)
+
+
+def _round_summary(records, n_replayed):
+    n = len(records["kept"])
+    judged = records["verdict"] != ""
+    n_judged = int(judged.sum())
+    return {
+        "n_counterfactuals": n,
+        "flip_rate": float(records["flipped"].mean()) if n else np.nan,
+        "n_judged": n_judged,
+        "feedback_accuracy": (
+            float(np.mean(records["verdict"][judged] == "true")) if n_judged else np.nan
+        ),
+        "n_kept": int(records["kept"].sum()),
+        "n_replayed": n_replayed,
+        "score_before": np.nan,
+        "score_after": np.nan,
+        "accepted": False,
+    }
+
+
+def _describe_round(round_index, entry):
+    return (
+        f"Round {round_index + 1}: flip rate {entry['flip_rate']:.2f}, feedback "
+        f"accuracy {entry['feedback_accuracy']:.2f}, {entry['n_kept']} kept, score "
+        f"{entry['score_before']:.3f} -> {entry['score_after']:.3f} "
+        f"({'accepted' if entry['accepted'] else 'base kept'}), "
+        f"{entry['seconds']:.1f} s."
+    )
+
+
+_RECORD_KEYS = (
+    "round",
+    "source_index",
+    "source",
+    "counterfactual",
+    "source_label",
+    "target_label",
+    "teacher_label",
+    "teacher_index",
+    "flipped",
+    "reached",
+    "verdict",
+    "kept",
+    "reason",
+)
+
+
+def _empty_records(user_shape):
+    records = {key: np.empty(0, dtype=object) for key in _RECORD_KEYS}
+    images = np.empty((0,) + tuple(user_shape), dtype=np.float32)
+    records.update(
+        source=images,
+        counterfactual=images.copy(),
+        teacher_index=np.empty(0, dtype=np.int64),
+        flipped=np.empty(0, dtype=bool),
+        kept=np.empty(0, dtype=bool),
+    )
+    return records
+
+
+def _stack_records(records, user_shape):
+    if not records:
+        stacked = _empty_records(user_shape)
+    else:
+        stacked = {
+            key: np.concatenate([r[key] for r in records]) for key in _RECORD_KEYS
+        }
+    # Encoded teacher labels are internal; teacher_label holds the real ones.
+    del stacked["teacher_index"]
+    return stacked
+
+
+def _finetuning_loader(
+    dataset, batch_size=64, groups=None, group_shares=None, **kwargs
+):
+    """Mixed original/counterfactual batches, whatever the net's iterator was."""
+    for name in ("shuffle", "sampler", "batch_sampler", "drop_last"):
+        kwargs.pop(name, None)
+    return BalancedBatchLoader(dataset, batch_size, groups, group_shares, **kwargs)
+
+
+@contextmanager
+def _seeded_torch(seed, device):
+    """Seed PyTorch inside the block and restore its random state after."""
+    devices = []
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        devices = [torch.device(device).index or torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
