@@ -7,7 +7,7 @@ teacher, and fine-tunes the shortcuts away.
 
 from .cfkd import CFKDClassifier
 from .exceptions import CounterfactualWarning
-from .explainers import GradientExplainer
+from .explainers import AutoencoderExplainer, GradientExplainer
 from .losses import FocalLoss
 from .networks import MLP, ResNet18, SmallResNet, make_net
 from .sampling import BalancedBatchLoader, BalancedBatchSampler, ImageResampler
@@ -16,6 +16,7 @@ from .teachers import OUT_OF_DISTRIBUTION, OracleTeacher
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoencoderExplainer",
     "BalancedBatchLoader",
     "BalancedBatchSampler",
     "CFKDClassifier",

@@ -112,7 +112,7 @@ class CFKDClassifier(ClassifierMixin, BaseEstimator):
     finetune_epochs : int, default=5
         Epochs of fine-tuning per round.
     finetune_lr : float, default=None
-        Learning rate of fine-tuning. ``None`` uses a tenth of the net's.
+        Learning rate of fine-tuning. ``None`` uses the net's own.
     validation_fraction : float or None, default=0.2
         Share of the training data held out, stratified, to choose between
         the base and the fine-tuned classifier. ``None`` holds out nothing
@@ -263,7 +263,8 @@ class CFKDClassifier(ClassifierMixin, BaseEstimator):
             The fitted classifier.
         """
         self._validate_params()
-        if self.teacher is None and self.n_counterfactuals > 0 and self.n_rounds > 0:
+        corrects = self.n_counterfactuals > 0 and self.n_rounds > 0
+        if self.teacher is None and corrects:
             raise ValueError(
                 "CFKDClassifier needs a teacher to label counterfactuals: pass "
                 "teacher=OracleTeacher(fitted_classifier) or any callable that "
@@ -279,9 +280,10 @@ class CFKDClassifier(ClassifierMixin, BaseEstimator):
 
         with _seeded_torch(seed, getattr(net, "device", "cpu")):
             X_train, y_train, X_val, y_val = self._split(X, y, rng)
-            if hasattr(self.explainer_, "fit"):
-                self.explainer_.fit(X_train, y_train)
-            self._check_explainer(net, X_train[:2], y_train[:2])
+            if corrects:
+                if hasattr(self.explainer_, "fit"):
+                    self.explainer_.fit(X_train, y_train)
+                self._check_explainer(net, X_train[:2], y_train[:2])
 
             self._log(f"Training the base classifier on {len(y_train)} samples.")
             self.base_net_ = net.fit(X_train, y_train)
@@ -464,9 +466,7 @@ class CFKDClassifier(ClassifierMixin, BaseEstimator):
         finetuned = copy.deepcopy(student)
         groups = np.r_[np.zeros(len(y_train), int), np.ones(len(pool_y), int)]
         shares = {0: 1.0 - self.counterfactual_share, 1: self.counterfactual_share}
-        lr = self.finetune_lr
-        if lr is None:
-            lr = 0.1 * student.lr
+        lr = student.lr if self.finetune_lr is None else self.finetune_lr
         iterator = finetuned.iterator_train
         finetuned.iterator_train = partial(
             _finetuning_loader, groups=groups, group_shares=shares

@@ -24,6 +24,12 @@ An explainer is an object with one required method and one optional method:
 Explainers that derive from :class:`sklearn.base.BaseEstimator` expose their
 settings to ``get_params``, so that a grid search can tune them through
 ``explainer__<name>``.
+
+Two explainers are built in. :class:`GradientExplainer` perturbs pixels
+directly, through a low-resolution perturbation. :class:`AutoencoderExplainer`
+learns an autoencoder of the training images and searches its latent space,
+so that edits follow the data; it is the default of
+:class:`imbcfkd.CFKDClassifier`.
 """
 
 from numbers import Integral, Real
@@ -32,12 +38,120 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
+from torch import nn
 
-__all__ = ["GradientExplainer"]
+__all__ = ["AutoencoderExplainer", "GradientExplainer"]
 
 
-class GradientExplainer(BaseEstimator):
+class _SearchExplainer(BaseEstimator):
+    """Shared machinery: value range, batching, and the per-sample search.
+
+    Subclasses define ``_start(module, x)``, which returns the variable to
+    optimise and a function mapping it to candidate images.
+    """
+
+    def _fit_range(self, X):
+        X = np.asarray(X, dtype=np.float32)
+        axes = tuple(i for i in range(X.ndim) if i != 1)
+        self.data_min_ = X.min(axis=axes)
+        self.data_max_ = X.max(axis=axes)
+
+    def explain(self, net, X, target):
+        """Search a counterfactual of each sample for its target class.
+
+        Parameters
+        ----------
+        net : fitted skorch net
+            The classifier to explain; its module is put in evaluation mode
+            for the search and restored afterwards.
+        X : ndarray of shape (n, channels, height, width) or (n, n_features)
+            Samples to explain, in the net's input format.
+        target : ndarray of int, shape (n,)
+            Encoded class each sample should reach.
+
+        Returns
+        -------
+        counterfactuals : ndarray of float32, same shape as X
+            The first candidate that reached the target, or the last attempt
+            for samples that never did.
+        reached : ndarray of bool, shape (n,)
+            Whether each counterfactual reached its target.
+        """
+        self._validate_params()
+        module = net.module_
+        device = next(module.parameters()).device
+        X = np.asarray(X, dtype=np.float32)
+        target = np.asarray(target, dtype=np.int64)
+        counterfactuals = np.empty_like(X)
+        reached = np.zeros(len(X), dtype=bool)
+
+        starts = range(0, len(X), self.batch_size)
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="counterfactuals", unit="batch")
+        was_training = module.training
+        module.eval()
+        try:
+            for start in starts:
+                stop = start + self.batch_size
+                x = torch.from_numpy(X[start:stop]).to(device)
+                variable, to_candidate = self._start(x)
+                batch_cf, batch_reached = self._search(
+                    module,
+                    variable,
+                    to_candidate,
+                    torch.from_numpy(target[start:stop]).to(device),
+                )
+                counterfactuals[start:stop] = batch_cf.cpu().numpy()
+                reached[start:stop] = batch_reached.cpu().numpy()
+        finally:
+            module.train(was_training)
+        return counterfactuals, reached
+
+    def _search(self, module, variable, to_candidate, target):
+        """Optimise ``variable`` until each sample's candidate reaches its target.
+
+        The loss is the cross-entropy towards the target plus ``closeness``
+        times the mean absolute change of the candidate.
+        """
+        optimizer = torch.optim.Adam([variable], lr=self.step_size)
+        reached = torch.zeros(len(target), dtype=torch.bool, device=target.device)
+        best = None
+        for _ in range(self.steps + 1):
+            candidate, change = to_candidate(variable)
+            logits = module(candidate)
+            if best is None:
+                best = candidate.detach().clone()
+
+            # Keep the first candidate of each sample that reaches its target.
+            newly = (logits.argmax(dim=1) == target) & ~reached
+            best[newly] = candidate[newly].detach()
+            reached |= newly
+            if bool(reached.all()):
+                break
+            best[~reached] = candidate[~reached].detach()
+
+            loss = F.cross_entropy(logits, target, reduction="none")
+            loss = loss + self.closeness * change.abs().flatten(1).mean(dim=1)
+            loss = (loss * (~reached).float()).sum()
+            (variable.grad,) = torch.autograd.grad(loss, variable)
+            optimizer.step()
+        return best, reached
+
+    def _clip(self, x):
+        """Clip to the value range seen in ``fit``, when there was a fit."""
+        if not hasattr(self, "data_min_"):
+            return x
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        low = torch.as_tensor(self.data_min_, device=x.device).view(shape)
+        high = torch.as_tensor(self.data_max_, device=x.device).view(shape)
+        return torch.maximum(torch.minimum(x, high), low)
+
+
+class GradientExplainer(_SearchExplainer):
     """Gradient search for a smooth, small perturbation that flips a net.
 
     The perturbation is optimised at a reduced resolution and upsampled
@@ -73,9 +187,12 @@ class GradientExplainer(BaseEstimator):
     data_max_ : ndarray of shape (channels,) or (n_features,)
         Largest value of each channel (or feature) seen in ``fit``.
 
+    See Also
+    --------
+    AutoencoderExplainer : Edits along a learned model of the images.
+
     Examples
     --------
-    >>> import numpy as np
     >>> from imbcfkd.explainers import GradientExplainer
     >>> explainer = GradientExplainer(steps=30, smoothing=2)
     """
@@ -119,108 +236,267 @@ class GradientExplainer(BaseEstimator):
         self : GradientExplainer
         """
         self._validate_params()
-        X = np.asarray(X, dtype=np.float32)
-        axes = tuple(i for i in range(X.ndim) if i != 1)
-        self.data_min_ = X.min(axis=axes)
-        self.data_max_ = X.max(axis=axes)
+        self._fit_range(X)
         return self
 
-    def explain(self, net, X, target):
-        """Search a counterfactual of each sample for its target class.
+    def _start(self, x):
+        smooth = x.dim() == 4 and self.smoothing > 1
+        shape = list(x.shape)
+        if smooth:
+            shape[2:] = [-(-side // self.smoothing) for side in x.shape[2:]]
+        delta = torch.zeros(shape, device=x.device, requires_grad=True)
+
+        def to_candidate(delta):
+            if smooth:
+                delta = F.interpolate(
+                    delta, size=x.shape[2:], mode="bilinear", align_corners=False
+                )
+            return self._clip(x + delta), delta
+
+        return delta, to_candidate
+
+
+class AutoencoderExplainer(_SearchExplainer):
+    """Counterfactuals searched in the latent space of an autoencoder.
+
+    ``fit`` trains a small convolutional autoencoder on the training images
+    (a fully connected one for feature vectors). ``explain`` encodes each
+    image to a latent code ``z`` and searches the change ``dz`` that flips
+    the classifier, adding the decoded change to the original::
+
+        counterfactual = x + decoder(z + dz) - decoder(z)
+
+    so the edit follows what the autoencoder learned of the data (strokes,
+    backgrounds, colours) while the image keeps the detail the autoencoder
+    cannot reproduce. The loss is the cross-entropy towards the target plus
+    an L1 penalty on the change in pixels.
+
+    Parameters
+    ----------
+    latent_channels : int, default=8
+        Channels of the latent code, which has a quarter of the image's
+        height and width (a vector of ``4 * latent_channels`` values for
+        feature vectors).
+    width : int, default=32
+        Channels of the autoencoder's first layer.
+    epochs : int, default=30
+        Training epochs of the autoencoder.
+    lr : float, default=2e-3
+        Learning rate of the autoencoder's training (Adam).
+    steps : int, default=60
+        Search steps per batch of counterfactuals.
+    step_size : float, default=0.1
+        Learning rate of the Adam optimiser over the latent change.
+    closeness : float, default=0.1
+        Weight of the L1 penalty on the change in pixels.
+    batch_size : int, default=256
+        Images per batch, for training and for the search.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the autoencoder's initialisation and batch order. ``None``
+        uses PyTorch's global generator.
+    verbose : int, default=0
+        Show progress bars when positive.
+
+    Attributes
+    ----------
+    autoencoder_ : torch.nn.Module
+        The trained autoencoder, in evaluation mode, with ``encode`` and
+        ``decode`` methods.
+    reconstruction_error_ : float
+        Mean absolute reconstruction error on the training images after the
+        last epoch.
+    data_min_ : ndarray of shape (channels,) or (n_features,)
+        Smallest value of each channel seen in ``fit``.
+    data_max_ : ndarray of shape (channels,) or (n_features,)
+        Largest value of each channel seen in ``fit``.
+
+    See Also
+    --------
+    GradientExplainer : Edits pixels directly; needs no training.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from imbcfkd.explainers import AutoencoderExplainer
+    >>> X = np.random.RandomState(0).rand(64, 3, 8, 8).astype("float32")
+    >>> explainer = AutoencoderExplainer(epochs=2, random_state=0).fit(X)
+    >>> explainer.autoencoder_.encode(torch.from_numpy(X[:2])).shape
+    torch.Size([2, 8, 2, 2])
+    """
+
+    _parameter_constraints = {
+        "latent_channels": [Interval(Integral, 1, None, closed="left")],
+        "width": [Interval(Integral, 1, None, closed="left")],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "steps": [Interval(Integral, 1, None, closed="left")],
+        "step_size": [Interval(Real, 0, None, closed="neither")],
+        "closeness": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        latent_channels=8,
+        width=32,
+        epochs=30,
+        lr=2e-3,
+        steps=60,
+        step_size=0.1,
+        closeness=0.1,
+        batch_size=256,
+        random_state=None,
+        verbose=0,
+    ):
+        self.latent_channels = latent_channels
+        self.width = width
+        self.epochs = epochs
+        self.lr = lr
+        self.steps = steps
+        self.step_size = step_size
+        self.closeness = closeness
+        self.batch_size = batch_size
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def fit(self, X, y=None):
+        """Train the autoencoder on ``X`` and record its value range.
 
         Parameters
         ----------
-        net : fitted skorch net
-            The classifier to explain; its module is put in evaluation mode
-            for the search and restored afterwards.
         X : ndarray of shape (n, channels, height, width) or (n, n_features)
-            Samples to explain, in the net's input format.
-        target : ndarray of int, shape (n,)
-            Encoded class each sample should reach.
+            Training data in the net's input format.
+        y : ignored
 
         Returns
         -------
-        counterfactuals : ndarray of float32, same shape as X
-            The first perturbed sample that reached the target, or the last
-            attempt for samples that never did.
-        reached : ndarray of bool, shape (n,)
-            Whether each counterfactual reached its target.
+        self : AutoencoderExplainer
         """
         self._validate_params()
-        module = net.module_
-        device = next(module.parameters()).device
         X = np.asarray(X, dtype=np.float32)
-        target = np.asarray(target, dtype=np.int64)
-        counterfactuals = np.empty_like(X)
-        reached = np.zeros(len(X), dtype=bool)
+        if X.ndim not in (2, 4):
+            raise ValueError(
+                "AutoencoderExplainer needs images (n, channels, height, width) or "
+                f"vectors (n, n_features); got an array of shape {X.shape}."
+            )
+        self._fit_range(X)
+        generator = torch.Generator()
+        if self.random_state is None:
+            generator.manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()))
+        else:
+            generator.manual_seed(
+                int(check_random_state(self.random_state).randint(2**31 - 1))
+            )
 
-        starts = range(0, len(X), self.batch_size)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(
+                int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+            )
+            if X.ndim == 4:
+                model = _ConvAutoencoder(X.shape[1:], self.width, self.latent_channels)
+            else:
+                model = _DenseAutoencoder(X.shape[1], self.width, self.latent_channels)
+        self.autoencoder_ = self._train(model, torch.from_numpy(X), generator)
+        return self
+
+    def _train(self, model, X, generator):
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
+        epochs = range(self.epochs)
         if self.verbose:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc="counterfactuals", unit="batch")
-        was_training = module.training
-        module.eval()
-        try:
-            for start in starts:
-                stop = start + self.batch_size
-                batch_cf, batch_reached = self._explain_batch(
-                    module,
-                    torch.from_numpy(X[start:stop]).to(device),
-                    torch.from_numpy(target[start:stop]).to(device),
-                )
-                counterfactuals[start:stop] = batch_cf.cpu().numpy()
-                reached[start:stop] = batch_reached.cpu().numpy()
-        finally:
-            module.train(was_training)
-        return counterfactuals, reached
+            epochs = tqdm(epochs, desc="autoencoder", unit="epoch")
+        model.train()
+        for _ in epochs:
+            total = 0.0
+            for batch in torch.randperm(len(X), generator=generator).split(
+                self.batch_size
+            ):
+                reconstruction = model.decode(model.encode(X[batch]))
+                loss = F.mse_loss(reconstruction, X[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                error = (reconstruction.detach() - X[batch]).abs().mean()
+                total += float(error) * len(batch)
+            self.reconstruction_error_ = total / len(X)
+        model.eval()
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        return model
 
-    def _explain_batch(self, module, x, target):
-        is_image = x.dim() == 4
-        if is_image and self.smoothing > 1:
-            low_shape = [-(-side // self.smoothing) for side in x.shape[2:]]
-        else:
-            low_shape = list(x.shape[2:]) if is_image else []
-        delta_low = torch.zeros(
-            (x.shape[0], x.shape[1], *low_shape), device=x.device, requires_grad=True
+    def _start(self, x):
+        if not hasattr(self, "autoencoder_"):
+            raise ValueError(
+                "AutoencoderExplainer must be fitted on training images before it "
+                "explains; call fit(X) (CFKDClassifier does this itself)."
+            )
+        autoencoder = self.autoencoder_.to(x.device)
+        with torch.no_grad():
+            code = autoencoder.encode(x)
+            decoded = autoencoder.decode(code)
+        delta = torch.zeros_like(code, requires_grad=True)
+
+        def to_candidate(delta):
+            change = autoencoder.decode(code + delta) - decoded
+            return self._clip(x + change), change
+
+        return delta, to_candidate
+
+
+class _ConvAutoencoder(nn.Module):
+    """Two stride-2 stages down to the code, and back up to the image size."""
+
+    def __init__(self, input_shape, width, latent_channels):
+        super().__init__()
+        channels, height, width_pixels = input_shape
+        self.sizes = ((-(-height // 2), -(-width_pixels // 2)), (height, width_pixels))
+        self.encoder = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(2 * width, latent_channels, 1),
         )
-        optimizer = torch.optim.Adam([delta_low], lr=self.step_size)
-        low, high = self._bounds(x)
+        self.decoder = nn.ModuleList(
+            [
+                nn.Sequential(
+                    nn.Conv2d(latent_channels, 2 * width, 3, padding=1), nn.SiLU()
+                ),
+                nn.Sequential(nn.Conv2d(2 * width, width, 3, padding=1), nn.SiLU()),
+                nn.Conv2d(width, channels, 3, padding=1),
+            ]
+        )
 
-        best = x.clone()
-        reached = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        for _ in range(self.steps + 1):
-            delta = delta_low
-            if is_image and self.smoothing > 1:
-                delta = F.interpolate(
-                    delta_low, size=x.shape[2:], mode="bilinear", align_corners=False
-                )
-            candidate = x + delta
-            if low is not None:
-                candidate = torch.maximum(torch.minimum(candidate, high), low)
-            logits = module(candidate)
+    def encode(self, x):
+        return self.encoder(x)
 
-            # Keep the first candidate of each sample that reaches its target.
-            newly = (logits.argmax(dim=1) == target) & ~reached
-            best[newly] = candidate[newly].detach()
-            reached |= newly
-            if bool(reached.all()):
-                break
-            best[~reached] = candidate[~reached].detach()
+    def decode(self, code):
+        x = self.decoder[0](code)
+        x = self.decoder[1](F.interpolate(x, size=self.sizes[0], mode="nearest"))
+        return self.decoder[2](F.interpolate(x, size=self.sizes[1], mode="nearest"))
 
-            active = (~reached).float()
-            loss_per_sample = F.cross_entropy(
-                logits, target, reduction="none"
-            ) + self.closeness * delta.abs().flatten(1).mean(dim=1)
-            loss = (loss_per_sample * active).sum()
-            (delta_low.grad,) = torch.autograd.grad(loss, delta_low)
-            optimizer.step()
-        return best, reached
 
-    def _bounds(self, x):
-        if not hasattr(self, "data_min_"):
-            return None, None
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        low = torch.as_tensor(self.data_min_, device=x.device).view(shape)
-        high = torch.as_tensor(self.data_max_, device=x.device).view(shape)
-        return low, high
+class _DenseAutoencoder(nn.Module):
+    def __init__(self, n_features, width, latent_channels):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Linear(n_features, 4 * width),
+            nn.SiLU(),
+            nn.Linear(4 * width, 4 * latent_channels),
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(4 * latent_channels, 4 * width),
+            nn.SiLU(),
+            nn.Linear(4 * width, n_features),
+        )
+
+    def encode(self, x):
+        return self.encoder(x)
+
+    def decode(self, code):
+        return self.decoder(code)

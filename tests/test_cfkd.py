@@ -108,16 +108,34 @@ class _LazyExplainer(GradientExplainer):
         return counterfactuals, reached
 
 
+class _UnsureTeacher:
+    """A noisy oracle that cannot tell every third counterfactual.
+
+    CFKD asks about the sources first and their counterfactuals second, so
+    every second call is about counterfactuals.
+    """
+
+    def __init__(self, oracle):
+        self.oracle = oracle
+        self.calls = 0
+
+    def __call__(self, images):
+        self.calls += 1
+        labels = self.oracle(images)
+        if self.calls % 2 == 0:
+            labels[::3] = OUT_OF_DISTRIBUTION
+        return labels
+
+
 def test_rejection_cascade_records_each_reason(bars, oracle_teacher):
     X, y = bars[:2]
-    teacher = OracleTeacher(
-        oracle_teacher.classifier,
-        min_confidence=0.99,
-        flip_probability=0.2,
-        random_state=0,
+    noisy = OracleTeacher(
+        oracle_teacher.classifier, flip_probability=0.2, random_state=0
     )
     clf = tiny_cfkd(
-        teacher=teacher, explainer=_LazyExplainer(steps=20), n_counterfactuals=60
+        teacher=_UnsureTeacher(noisy),
+        explainer=_LazyExplainer(steps=20),
+        n_counterfactuals=60,
     ).fit(X, y)
     records = clf.counterfactuals_
     reason = records["reason"]

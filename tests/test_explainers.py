@@ -95,3 +95,72 @@ def test_explainer_handles_feature_vectors_and_restores_training_mode():
 def test_explainer_rejects_bad_settings(trained_net, bars):
     with pytest.raises(ValueError, match="steps"):
         GradientExplainer(steps=0).explain(trained_net, bars[0][:2], [0, 1])
+
+
+@pytest.fixture(scope="module")
+def digits_task():
+    """A trained student on the confounded digits, and sources it gets right."""
+    from imbcfkd.datasets import make_confounded_digits
+
+    data = make_confounded_digits(n_minority=60, imbalance_ratio=5, random_state=0)
+    torch.manual_seed(0)
+    net = make_net(input_shape=(3, 16, 16), max_epochs=10, module__width=8)
+    net.fit(data.train.X, data.train.y)
+    correct = np.flatnonzero(net.predict(data.train.X) == data.train.y)
+    sources = np.r_[
+        correct[data.train.y[correct] == 0][:40],
+        correct[data.train.y[correct] == 1][:40],
+    ]
+    return data, net, sources
+
+
+def test_autoencoder_explainer_flips_the_student(digits_task):
+    from imbcfkd.explainers import AutoencoderExplainer
+
+    data, net, sources = digits_task
+    X, y = data.train.X[sources], data.train.y[sources]
+    explainer = AutoencoderExplainer(epochs=60, random_state=0).fit(data.train.X)
+    assert explainer.reconstruction_error_ < 0.1
+
+    counterfactuals, reached = explainer.explain(net, X, 1 - y)
+    assert reached.mean() >= 0.9
+    np.testing.assert_array_equal(net.predict(counterfactuals) == 1 - y, reached)
+
+    # Edits are bounded: within the data's range, and much smaller than the
+    # difference between two real images.
+    assert counterfactuals.min() >= explainer.data_min_.min() - 1e-6
+    assert counterfactuals.max() <= explainer.data_max_.max() + 1e-6
+    change = np.abs(counterfactuals - X).mean(axis=(1, 2, 3))
+    between_images = np.abs(X - X[::-1]).mean(axis=(1, 2, 3))
+    assert np.median(change) < 0.75 * np.median(between_images)
+    # Pixels the autoencoder cannot reproduce (the noise) are kept: the edit
+    # is smooth, unlike the image itself.
+    delta = counterfactuals - X
+    assert np.abs(np.diff(delta, axis=-1)).mean() < np.abs(np.diff(X, axis=-1)).mean()
+
+
+def test_autoencoder_explainer_is_reproducible_and_checks_its_state(digits_task):
+    from imbcfkd.explainers import AutoencoderExplainer
+
+    data, net, sources = digits_task
+    X, y = data.train.X[sources[:10]], data.train.y[sources[:10]]
+    with pytest.raises(ValueError, match="must be fitted"):
+        AutoencoderExplainer().explain(net, X, 1 - y)
+    first = AutoencoderExplainer(epochs=2, random_state=3).fit(data.train.X)
+    second = AutoencoderExplainer(epochs=2, random_state=3).fit(data.train.X)
+    np.testing.assert_array_equal(
+        first.explain(net, X, 1 - y)[0], second.explain(net, X, 1 - y)[0]
+    )
+
+
+def test_autoencoder_explainer_on_feature_vectors():
+    from imbcfkd.explainers import AutoencoderExplainer
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(200, 6)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
+    torch.manual_seed(0)
+    net = make_net("mlp", input_shape=(6,), max_epochs=20).fit(X, y)
+    explainer = AutoencoderExplainer(epochs=30, random_state=0).fit(X)
+    _, reached = explainer.explain(net, X[:50], 1 - y[:50])
+    assert reached.mean() > 0.8
