@@ -30,7 +30,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from .exceptions import CounterfactualWarning
 from .explainers import GradientExplainer
 from .networks import make_net
-from .sampling import BalancedBatchLoader, _allocate, _CyclingStream
+from .sampling import BalancedBatchLoader, _allocate, _CyclingStream, dataset_indices
 from .teachers import is_out_of_distribution
 
 __all__ = ["CFKDClassifier"]
@@ -112,7 +112,8 @@ class CFKDClassifier(ClassifierMixin, BaseEstimator):
     finetune_epochs : int, default=5
         Epochs of fine-tuning per round.
     finetune_lr : float, default=None
-        Learning rate of fine-tuning. ``None`` uses the net's own.
+        Learning rate of fine-tuning. ``None`` continues with the net's
+        optimizer as it is.
     validation_fraction : float or None, default=0.2
         Share of the training data held out, stratified, to choose between
         the base and the fine-tuned classifier. ``None`` holds out nothing
@@ -148,7 +149,7 @@ class CFKDClassifier(ClassifierMixin, BaseEstimator):
         The fitted clone of ``explainer``.
     counterfactuals_ : dict of ndarray
         One entry per generated training counterfactual, over all rounds:
-        ``"round"``, ``"source_index"`` (row of ``X`` in the training part),
+        ``"round"``, ``"source_index"`` (row of the source in ``X``),
         ``"source"`` and ``"counterfactual"`` (images in the format of
         ``X``), ``"source_label"``, ``"target_label"``, ``"teacher_label"``
         (``None`` where the teacher was not asked), ``"flipped"`` (the
@@ -263,7 +264,7 @@ class CFKDClassifier(ClassifierMixin, BaseEstimator):
             The fitted classifier.
         """
         self._validate_params()
-        corrects = self.n_counterfactuals > 0 and self.n_rounds > 0
+        corrects = self._corrects()
         if self.teacher is None and corrects:
             raise ValueError(
                 "CFKDClassifier needs a teacher to label counterfactuals: pass "
@@ -277,9 +278,15 @@ class CFKDClassifier(ClassifierMixin, BaseEstimator):
         net = self._make_net()
         explainer = GradientExplainer() if self.explainer is None else self.explainer
         self.explainer_ = clone(explainer, safe=False)
+        if self.verbose >= 2 and "verbose" in _explainer_params(self.explainer_):
+            self.explainer_.set_params(verbose=1)
 
-        with _seeded_torch(seed, getattr(net, "device", "cpu")):
-            X_train, y_train, X_val, y_val = self._split(X, y, rng)
+        with _seeded_torch(seed):
+            train_rows, validation_rows = self._split(y, rng)
+            X_train, y_train = X[train_rows], y[train_rows]
+            validation = (None, None)
+            if validation_rows is not None:
+                validation = (X[validation_rows], y[validation_rows])
             if corrects:
                 if hasattr(self.explainer_, "fit"):
                     self.explainer_.fit(X_train, y_train)
@@ -288,7 +295,7 @@ class CFKDClassifier(ClassifierMixin, BaseEstimator):
             self._log(f"Training the base classifier on {len(y_train)} samples.")
             self.base_net_ = net.fit(X_train, y_train)
             self.net_ = self.base_net_
-            self._run_rounds(X_train, y_train, X_val, y_val, rng)
+            self._run_rounds(X_train, y_train, validation, train_rows, rng)
         return self
 
     def predict(self, X):
@@ -332,12 +339,12 @@ class CFKDClassifier(ClassifierMixin, BaseEstimator):
 
     # -- the CFKD loop ----------------------------------------------------
 
-    def _run_rounds(self, X_train, y_train, X_val, y_val, rng):
+    def _run_rounds(self, X_train, y_train, validation, train_rows, rng):
         self.history_ = []
         records = []
         pool_X = np.empty((0,) + X_train.shape[1:], dtype=np.float32)
         pool_y = np.empty(0, dtype=np.int64)
-        if self.n_counterfactuals == 0:
+        if not self._corrects():
             self.counterfactuals_ = _stack_records(records, self._user_shape)
             return
 
@@ -352,6 +359,7 @@ class CFKDClassifier(ClassifierMixin, BaseEstimator):
                 student, X_train, y_train, train_sources
             )
             round_records["round"] = np.full(len(train_sources), round_index)
+            round_records["source_index"] = train_rows[train_sources]
             records.append(round_records)
             kept = round_records["kept"]
             pool_X = np.concatenate(
@@ -368,7 +376,7 @@ class CFKDClassifier(ClassifierMixin, BaseEstimator):
                 self._finetune_and_select(
                     student,
                     (X_train, y_train),
-                    (X_val, y_val),
+                    validation,
                     (pool_X, pool_y),
                     rng,
                     entry,
@@ -466,12 +474,13 @@ class CFKDClassifier(ClassifierMixin, BaseEstimator):
         finetuned = copy.deepcopy(student)
         groups = np.r_[np.zeros(len(y_train), int), np.ones(len(pool_y), int)]
         shares = {0: 1.0 - self.counterfactual_share, 1: self.counterfactual_share}
-        lr = student.lr if self.finetune_lr is None else self.finetune_lr
         iterator = finetuned.iterator_train
         finetuned.iterator_train = partial(
             _finetuning_loader, groups=groups, group_shares=shares
         )
-        finetuned.set_params(lr=lr, max_epochs=self.finetune_epochs)
+        finetuned.set_params(max_epochs=self.finetune_epochs)
+        if self.finetune_lr is not None:
+            finetuned.set_params(lr=self.finetune_lr)
         try:
             finetuned.partial_fit(
                 np.concatenate([X_train, pool_X]), np.concatenate([y_train, pool_y])
@@ -534,27 +543,24 @@ class CFKDClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_round(self, entry):
         if entry["n_counterfactuals"] == 0:
-            warnings.warn(
-                "The classifier gets no training sample right, so there is "
-                "nothing to explain; the classifier is kept as it is.",
-                CounterfactualWarning,
-                stacklevel=3,
-            )
+            problem = "The classifier gets no training sample right to explain"
         elif entry["flip_rate"] == 0:
-            warnings.warn(
+            problem = (
                 f"The explainer flipped none of the {entry['n_counterfactuals']} "
-                "counterfactuals; the classifier is kept as it is. Give the "
-                "explainer more steps or a larger step size.",
-                CounterfactualWarning,
-                stacklevel=3,
+                "counterfactuals (give it more steps or a larger step size)"
             )
-        elif entry["n_replayed"] == 0:
-            warnings.warn(
-                "No counterfactual survived the teacher's rejection cascade; the "
-                "classifier is kept as it is. See counterfactuals_['reason'].",
-                CounterfactualWarning,
-                stacklevel=3,
+        elif entry["n_kept"] == 0:
+            problem = (
+                "No counterfactual survived the teacher's rejection cascade (see "
+                "counterfactuals_['reason'])"
             )
+        else:
+            return
+        if entry["n_replayed"]:
+            outcome = "fine-tuning replays earlier rounds' counterfactuals only"
+        else:
+            outcome = "the classifier is kept as it is"
+        warnings.warn(f"{problem}; {outcome}.", CounterfactualWarning, stacklevel=3)
 
     # -- data handling ----------------------------------------------------
 
@@ -590,28 +596,33 @@ class CFKDClassifier(ClassifierMixin, BaseEstimator):
         return self._to_internal(X), y.astype(np.int64)
 
     def _validate_prediction_data(self, X):
-        X = check_array(X, allow_nd=True, dtype=np.float32, ensure_all_finite=True)
-        if X.ndim == 2:
-            X = validate_data(self, X, reset=False, dtype=np.float32)
-        elif X.shape[1:] != tuple(self._user_shape) and X.shape[1:] != tuple(
-            self.input_shape_
-        ):
-            raise ValueError(
-                f"X has samples of shape {X.shape[1:]}, but {type(self).__name__} "
-                f"was fitted on samples of shape {tuple(self._user_shape)}."
+        checked = check_array(X, allow_nd=True, dtype=np.float32)
+        if checked.ndim == 2:
+            # The raw input, so that DataFrame column names are checked too.
+            return self._to_internal(
+                validate_data(self, X, reset=False, dtype=np.float32)
             )
-        return self._to_internal(X)
+        if checked.shape[1:] not in (tuple(self._user_shape), tuple(self.input_shape_)):
+            raise ValueError(
+                f"X has samples of shape {checked.shape[1:]}, but "
+                f"{type(self).__name__} was fitted on samples of shape "
+                f"{tuple(self._user_shape)}."
+            )
+        return self._to_internal(checked)
 
     def _to_internal(self, X):
+        # PyTorch cannot wrap read-only arrays (e.g. from a DataFrame) safely.
+        X = np.require(X, requirements="W")
         return X.reshape((len(X),) + tuple(self.input_shape_))
 
     def _to_user(self, X):
         return X.reshape((len(X),) + tuple(self._user_shape))
 
-    def _split(self, X, y, rng):
-        """Stratified training and validation parts (validation may be None)."""
-        if self.validation_fraction is None or self.n_counterfactuals == 0:
-            return X, y, None, None
+    def _split(self, y, rng):
+        """Rows of the training and validation parts (validation may be None)."""
+        rows = np.arange(len(y))
+        if self.validation_fraction is None or not self._corrects():
+            return rows, None
         counts = np.bincount(y)
         n_val = int(np.ceil(self.validation_fraction * len(y)))
         if counts.min() < 2 or n_val < len(counts) or len(y) - n_val < len(counts):
@@ -622,11 +633,11 @@ class CFKDClassifier(ClassifierMixin, BaseEstimator):
                 CounterfactualWarning,
                 stacklevel=3,
             )
-            return X, y, None, None
-        X_train, X_val, y_train, y_val = train_test_split(
-            X, y, test_size=n_val, stratify=y, random_state=rng
+            return rows, None
+        train_rows, validation_rows = train_test_split(
+            rows, test_size=n_val, stratify=y, random_state=rng
         )
-        return X_train, y_train, X_val, y_val
+        return train_rows, validation_rows
 
     def _make_net(self):
         if self.net is None:
@@ -643,9 +654,17 @@ class CFKDClassifier(ClassifierMixin, BaseEstimator):
                 net.set_params(module__n_classes=len(self.classes_))
         return net
 
+    def _corrects(self):
+        """Whether fit goes beyond the batch-balanced base classifier."""
+        return self.n_counterfactuals > 0 and self.n_rounds > 0
+
     def _log(self, message):
         if self.verbose:
             print(f"[CFKDClassifier] {message}")
+
+
+def _explainer_params(explainer):
+    return explainer.get_params() if hasattr(explainer, "get_params") else {}
 
 
 def _draw_sources(y, predicted, n, rng):
@@ -768,15 +787,19 @@ def _finetuning_loader(
     """Mixed original/counterfactual batches, whatever the net's iterator was."""
     for name in ("shuffle", "sampler", "batch_sampler", "drop_last"):
         kwargs.pop(name, None)
+    # The net's own validation split may leave a group out of the training part.
+    present = set(np.asarray(groups)[dataset_indices(dataset, len(groups))].tolist())
+    group_shares = {g: share for g, share in group_shares.items() if g in present}
     return BalancedBatchLoader(dataset, batch_size, groups, group_shares, **kwargs)
 
 
 @contextmanager
-def _seeded_torch(seed, device):
+def _seeded_torch(seed):
     """Seed PyTorch inside the block and restore its random state after."""
-    devices = []
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        devices = [torch.device(device).index or torch.cuda.current_device()]
+    # torch.manual_seed seeds every CUDA device, so all of them are restored.
+    devices = (
+        list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    )
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield

@@ -93,20 +93,9 @@ def main(argv=None):
         "oracle teacher": oracle.predict(test.X),
     }
     table = _table(predictions, test, short_groups)
-    entry = clf.history_[0]
-    accepted = sum(e["accepted"] for e in clf.history_)
     say(table)
-    say(
-        f"\nIn its first round CFKD made {entry['n_counterfactuals']} "
-        "counterfactuals (small edits meant to flip the classifier); "
-        f"{entry['flip_rate']:.0%} flipped it. The teacher judged "
-        f"{entry['n_judged']}: {entry['feedback_accuracy']:.0%} really changed "
-        "the digit's class (true counterfactuals); the rest flipped the "
-        "classifier without changing the class, exposing a shortcut. "
-        f"{entry['n_kept']} of those were used for fine-tuning. "
-        f"{accepted} of {len(clf.history_)} rounds improved the classifier on "
-        "held-out data and were kept."
-    )
+    if clf.history_:
+        say(_describe_first_round(clf.history_))
     say(
         "F1: of the rare class. Group accuracy: accuracy within each (class, "
         f"{kind.split()[-1]}) group; a shortcut shows as a low worst group."
@@ -120,6 +109,22 @@ def main(argv=None):
         )
     say(f"Done in {time.perf_counter() - started:.0f} s.")
     return {"table": table, "history": clf.history_, "figure": figure_path}
+
+
+def _describe_first_round(history):
+    entry = history[0]
+    accepted = sum(e["accepted"] for e in history)
+    return (
+        f"\nIn its first round CFKD made {entry['n_counterfactuals']} "
+        "counterfactuals (small edits meant to flip the classifier); "
+        f"{entry['flip_rate']:.0%} flipped it. The teacher judged "
+        f"{entry['n_judged']}: {entry['feedback_accuracy']:.0%} really changed "
+        "the digit's class (true counterfactuals); the rest flipped the "
+        "classifier without changing the class, exposing a shortcut. "
+        f"{entry['n_kept']} of those were used for fine-tuning. "
+        f"{accepted} of {len(history)} rounds improved the classifier on "
+        "held-out data and were kept."
+    )
 
 
 def _table(predictions, test, short_groups):
@@ -139,7 +144,7 @@ def _table(predictions, test, short_groups):
 
 
 def _save_figure(clf, args):
-    if args.output_dir is None:
+    if args.no_figure:
         return None
     try:
         from .plotting import plot_counterfactuals
@@ -181,6 +186,7 @@ def _parse(argv):
         default="imbcfkd-demo",
         help="where the PNG of counterfactuals goes (default: ./imbcfkd-demo)",
     )
+    parser.add_argument("--no-figure", action="store_true", help="do not write the PNG")
     parser.add_argument("--quiet", action="store_true", help="print nothing")
     args = parser.parse_args(argv)
     args.minority_prevalence, args.majority_prevalence = 0.9, 0.1

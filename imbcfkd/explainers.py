@@ -28,10 +28,11 @@ settings to ``get_params``, so that a grid search can tune them through
 Two explainers are built in. :class:`GradientExplainer` perturbs pixels
 directly, through a low-resolution perturbation. :class:`AutoencoderExplainer`
 learns an autoencoder of the training images and searches its latent space,
-so that edits follow the data; it is the default of
-:class:`imbcfkd.CFKDClassifier`.
+so that edits follow the data. :class:`imbcfkd.CFKDClassifier` uses the
+gradient explainer unless told otherwise.
 """
 
+import copy
 from numbers import Integral, Real
 
 import numpy as np
@@ -433,7 +434,10 @@ class AutoencoderExplainer(_SearchExplainer):
                 "AutoencoderExplainer must be fitted on training images before it "
                 "explains; call fit(X) (CFKDClassifier does this itself)."
             )
-        autoencoder = self.autoencoder_.to(x.device)
+        autoencoder = self.autoencoder_
+        if next(autoencoder.parameters()).device != x.device:
+            # A copy on the net's device; the fitted one stays where it is.
+            autoencoder = copy.deepcopy(autoencoder).to(x.device)
         with torch.no_grad():
             code = autoencoder.encode(x)
             decoded = autoencoder.decode(code)

@@ -49,7 +49,9 @@ def group_accuracies(y_true, y_pred, *, groups):
     """
     y_true, y_pred, groups = _check(y_true, y_pred, groups)
     return {
-        group.item(): float(np.mean(y_true[groups == group] == y_pred[groups == group]))
+        (group.item() if isinstance(group, np.generic) else group): float(
+            np.mean(y_true[groups == group] == y_pred[groups == group])
+        )
         for group in np.unique(groups)
     }
 

@@ -33,10 +33,7 @@ def plot_counterfactuals(
     figure : matplotlib.figure.Figure
     """
     try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError as error:
         raise ImportError(
             "plot_counterfactuals needs matplotlib: pip install matplotlib"
@@ -53,9 +50,9 @@ def plot_counterfactuals(
         raise ValueError("No judged counterfactual to show: every one was rejected.")
     names = class_names or {}
 
-    figure, axes = plt.subplots(
-        len(rows), 4, figsize=(7.5, 1.7 * len(rows)), squeeze=False
-    )
+    # A bare Figure, so that the user's pyplot backend and state stay as they are.
+    figure = Figure(figsize=(7.5, 1.7 * len(rows)))
+    axes = figure.subplots(len(rows), 4, squeeze=False)
     for titles, column in zip(
         ("original", "counterfactual", "difference", "teacher's verdict"),
         axes[0],

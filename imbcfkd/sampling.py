@@ -50,7 +50,8 @@ class BalancedBatchSampler(Sampler):
     seed : int, default=None
         Seed of the sampler's random generator. ``None`` draws one from
         PyTorch's global generator, so ``torch.manual_seed`` makes the batches
-        reproducible.
+        reproducible. Iterating the sampler again continues the same random
+        sequence: every epoch gets new batches.
 
     Examples
     --------
@@ -93,6 +94,8 @@ class BalancedBatchSampler(Sampler):
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         self.seed = seed
+        self._rng = None
+        self._streams = None
 
         group_values = np.unique(groups)
         if group_shares is None:
@@ -120,8 +123,16 @@ class BalancedBatchSampler(Sampler):
         return self.n_batches
 
     def __iter__(self):
-        rng = np.random.default_rng(self.seed)
-        streams = [[_CyclingStream(cell, rng) for cell in g] for g in self._cells]
+        # The generator and the streams live across epochs: skorch iterates
+        # one loader once per epoch, and each epoch must continue where the
+        # last one stopped rather than repeat its batches.
+        if self._rng is None:
+            self._rng = np.random.default_rng(self.seed)
+            self._streams = [
+                [_CyclingStream(cell, self._rng) for cell in group]
+                for group in self._cells
+            ]
+        rng, streams = self._rng, self._streams
         for _ in range(self.n_batches):
             batch = []
             group_counts = _allocate(self.batch_size, self._group_shares, rng)

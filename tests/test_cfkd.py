@@ -1,6 +1,7 @@
 """The CFKD loop: correction of a shortcut, fitted state, cascade and errors."""
 
 import collections
+import copy
 
 import numpy as np
 import pytest
@@ -10,6 +11,9 @@ from conftest import group_accuracies, tiny_cfkd
 from sklearn.datasets import load_digits
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
+from skorch.dataset import Dataset as SkorchDataset
+from skorch.dataset import ValidSplit
+from torch.utils.data import Subset
 
 from imbcfkd import (
     OUT_OF_DISTRIBUTION,
@@ -19,6 +23,7 @@ from imbcfkd import (
     OracleTeacher,
     make_net,
 )
+from imbcfkd.cfkd import _finetuning_loader
 from imbcfkd.sampling import BalancedBatchSampler
 
 
@@ -29,7 +34,7 @@ def corrected(bars, oracle_teacher):
         teacher=oracle_teacher,
         net=make_net(max_epochs=10),
         n_counterfactuals=200,
-        random_state=0,
+        random_state=1,
     )
     return clf.fit(X, y)
 
@@ -235,12 +240,73 @@ def test_base_model_is_kept_when_finetuning_does_not_help(bars, oracle_teacher):
     assert clf.net_ is clf.base_net_
 
 
-def test_later_rounds_replay_earlier_counterfactuals(bars, oracle_teacher):
+def test_later_rounds_replay_earlier_counterfactuals(bars, oracle_teacher, monkeypatch):
+    pool_sizes = []
+    original_init = BalancedBatchSampler.__init__
+
+    def recording_init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        if len(self._cells) == 2:
+            pool_sizes.append(sum(len(cell) for cell in self._cells[1]))
+
+    monkeypatch.setattr(BalancedBatchSampler, "__init__", recording_init)
     clf = tiny_cfkd(teacher=oracle_teacher, n_rounds=2).fit(*bars[:2])
     first, second = clf.history_
     assert first["n_kept"] > 0
+    # The second fine-tuning draws from the counterfactuals of both rounds.
+    assert pool_sizes == [first["n_kept"], first["n_kept"] + second["n_kept"]]
     assert second["n_replayed"] == first["n_kept"] + second["n_kept"]
     assert set(clf.counterfactuals_["round"]) == {0, 1}
+
+
+def test_source_index_points_at_rows_of_x(bars, corrected):
+    X = bars[0]
+    records = corrected.counterfactuals_
+    np.testing.assert_array_equal(X[records["source_index"]], records["source"])
+
+
+def test_finetuning_learning_rate(bars, oracle_teacher):
+    X, y = bars[:2]
+    kept_lr = tiny_cfkd(teacher=oracle_teacher, finetune_epochs=1).fit(X, y)
+    assert kept_lr.history_[0]["accepted"]
+    assert kept_lr.net_.optimizer_.param_groups[0]["lr"] == 1e-3
+    own_lr = tiny_cfkd(teacher=oracle_teacher, finetune_lr=0.02).fit(X, y)
+    assert own_lr.history_[0]["n_kept"] > 0
+    finetuned = copy.deepcopy(own_lr.base_net_)
+    own_lr._finetune(finetuned, (X[:40], y[:40]), (X[:8], y[:8]))
+    assert own_lr.base_net_.optimizer_.param_groups[0]["lr"] == 1e-3
+
+
+def test_finetuning_works_with_the_nets_own_validation_split(bars, oracle_teacher):
+    net = make_net(
+        max_epochs=5, batch_size=16, module__width=8, train_split=ValidSplit(4)
+    )
+    clf = tiny_cfkd(teacher=oracle_teacher, net=net).fit(*bars[:2])
+    assert clf.history_[0]["n_kept"] > 0
+    assert "valid_loss" in clf.base_net_.history[-1]
+
+
+def test_finetuning_loader_skips_groups_missing_from_a_split():
+    X = np.zeros((12, 2), dtype=np.float32)
+    y = np.array([0, 1] * 6)
+    groups = np.r_[np.zeros(8, int), np.ones(4, int)]
+    subset = Subset(SkorchDataset(X, y), np.arange(8))
+    loader = _finetuning_loader(subset, 4, groups, {0: 0.5, 1: 0.5})
+    assert all(len(batch[1]) == 4 for batch in loader)
+
+
+def test_no_round_trains_on_all_data(bars):
+    X, y = bars[:2]
+    clf = tiny_cfkd(n_rounds=0).fit(X, y)
+    assert clf.history_ == []
+    # 240 samples in batches of 16: no validation share was held out.
+    assert len(clf.base_net_.history[-1]["batches"]) == 15
+
+
+def test_verbose_two_shows_the_explainers_progress(bars, oracle_teacher, capsys):
+    clf = tiny_cfkd(teacher=oracle_teacher, verbose=2).fit(*bars[:2])
+    assert clf.explainer_.verbose == 1
+    assert "counterfactuals" in capsys.readouterr().err
 
 
 def test_labels_of_any_type(bars, oracle_teacher):

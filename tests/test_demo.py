@@ -33,6 +33,24 @@ def test_demo_runs_end_to_end_and_writes_the_figure(tmp_path, capsys):
     assert len(result["history"]) == 1
 
 
+def test_demo_without_correction_or_figure(capsys):
+    result = demo.main(
+        [
+            "--n-minority",
+            "20",
+            "--imbalance-ratio",
+            "2",
+            "--epochs",
+            "2",
+            "--n-rounds",
+            "0",
+            "--no-figure",
+        ]
+    )
+    assert result["figure"] is None and result["history"] == []
+    assert "CFKD" in capsys.readouterr().out
+
+
 def test_figure_shows_false_and_true_counterfactuals():
     rng = np.random.RandomState(0)
     n = 12

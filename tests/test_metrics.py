@@ -36,6 +36,14 @@ def test_group_accuracies_by_hand():
     assert np.mean(Y_TRUE == Y_PRED) == 0.6
 
 
+def test_group_labels_of_any_type():
+    groups = np.array(["plain", "cast", "cast"], dtype=object)
+    assert group_accuracies([0, 1, 1], [0, 1, 0], groups=groups) == {
+        "cast": 0.5,
+        "plain": 1.0,
+    }
+
+
 def test_minority_f1_by_hand():
     # Class 1 is the minority: 2 true positives, 2 false positives (samples 3
     # and 4), 2 false negatives: precision 0.5, recall 0.5, F1 0.5.

@@ -35,6 +35,16 @@ def test_every_batch_is_class_balanced_and_majority_is_covered():
     assert np.bincount(minority)[90:].tolist() == [5] * 10
 
 
+def test_each_epoch_continues_with_new_batches():
+    labels = np.r_[np.zeros(80, int), np.ones(20, int)]
+    sampler = BalancedBatchSampler(labels, batch_size=20, seed=0)
+    first, second = list(sampler), list(sampler)
+    assert first != second
+    # Over two epochs the 80 majority samples are all seen (50 draws each).
+    majority = {i for batch in first + second for i in batch if labels[i] == 0}
+    assert majority == set(range(80))
+
+
 def test_odd_batch_size_balances_on_average():
     labels = np.r_[np.zeros(300, int), np.ones(30, int)]
     sampler = BalancedBatchSampler(labels, batch_size=7, n_batches=400, seed=1)

@@ -1,6 +1,7 @@
 """CFKDClassifier inside scikit-learn and imbalanced-learn tooling."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -79,8 +80,9 @@ def test_imblearn_pipeline_resamples_image_arrays(bars, oracle_teacher):
         tiny_cfkd(teacher=oracle_teacher, n_counterfactuals=10),
     )
     pipe.fit(X, y)
-    # The classifier saw the undersampled, still 4-D, images.
-    assert pipe[-1].base_net_.history[-1]["train_batch_count"] > 0
+    # The classifier saw the undersampled, still 4-D, images: 40 + 40, of
+    # which 64 train in batches of 16 (192 would make 12 batches).
+    assert len(pipe[-1].base_net_.history[-1]["batches"]) == 4
     assert pipe[-1].input_shape_ == (3, 8, 8)
     assert pipe.predict(X_test).shape == y_test.shape
 
@@ -96,6 +98,22 @@ def test_imblearn_sampler_on_flattened_images(bars, oracle_teacher):
     # Counterfactuals come back in the layout the user gave.
     assert pipe[-1].counterfactuals_["counterfactual"].shape[1:] == (192,)
     assert pipe.predict(X_test.reshape(len(X_test), -1)).shape == (len(X_test),)
+
+
+def test_dataframe_column_names_are_kept_through_prediction(bars, oracle_teacher):
+    pandas = pytest.importorskip("pandas")
+    X, y = bars[:2]
+    frame = pandas.DataFrame(X.reshape(len(X), -1))
+    frame.columns = [f"pixel_{i}" for i in range(frame.shape[1])]
+    clf = tiny_cfkd(
+        teacher=oracle_teacher, input_shape=(3, 8, 8), n_counterfactuals=0
+    ).fit(frame, y)
+    assert clf.feature_names_in_[0] == "pixel_0"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf.predict(frame)
+    with pytest.warns(UserWarning, match="feature names"):
+        clf.predict(frame.to_numpy())
 
 
 def test_pickle_round_trip_gives_identical_predictions(bars, oracle_teacher, tmp_path):
