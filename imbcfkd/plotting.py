@@ -77,7 +77,9 @@ def plot_counterfactuals(
         source_name = source_name or counterfactuals["source_label"][index]
         target_name = target_name or counterfactuals["target_label"][index]
         teacher_name = teacher_name or counterfactuals["teacher_label"][index]
-        meaning = "shortcut exposed" if verdict == "false" else "real change of class"
+        meaning = (
+            "shortcut exposed" if verdict == "false" else "teacher sees the change"
+        )
         axis_row[3].text(
             0.0,
             0.5,
