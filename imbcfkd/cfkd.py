@@ -30,7 +30,13 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from .exceptions import CounterfactualWarning
 from .explainers import GradientExplainer
 from .networks import make_net
-from .sampling import BalancedBatchLoader, _allocate, _CyclingStream, dataset_indices
+from .sampling import (
+    ORDER_OPTIONS,
+    BalancedBatchLoader,
+    _allocate,
+    _CyclingStream,
+    dataset_indices,
+)
 from .teachers import is_out_of_distribution
 
 __all__ = ["CFKDClassifier"]
@@ -785,7 +791,7 @@ def _finetuning_loader(
     dataset, batch_size=64, groups=None, group_shares=None, **kwargs
 ):
     """Mixed original/counterfactual batches, whatever the net's iterator was."""
-    for name in ("shuffle", "sampler", "batch_sampler", "drop_last"):
+    for name in ORDER_OPTIONS:
         kwargs.pop(name, None)
     # The net's own validation split may leave a group out of the training part.
     present = set(np.asarray(groups)[dataset_indices(dataset, len(groups))].tolist())

@@ -22,6 +22,10 @@ from torch.utils.data import DataLoader, Sampler, Subset
 
 __all__ = ["BalancedBatchLoader", "BalancedBatchSampler", "ImageResampler"]
 
+#: DataLoader options that decide the order of samples, which the balanced
+#: sampler owns.
+ORDER_OPTIONS = ("shuffle", "sampler", "batch_sampler", "drop_last")
+
 
 class BalancedBatchSampler(Sampler):
     """Yield mini-batches with fixed shares of groups and balanced classes.
@@ -184,7 +188,7 @@ class BalancedBatchLoader(DataLoader):
     def __init__(
         self, dataset, batch_size=64, groups=None, group_shares=None, **kwargs
     ):
-        for name in ("shuffle", "sampler", "batch_sampler", "drop_last"):
+        for name in ORDER_OPTIONS:
             if kwargs.get(name) not in (None, False):
                 raise ValueError(
                     f"BalancedBatchLoader composes its own batches; remove "
