@@ -5,6 +5,7 @@ learned from a rare class, through counterfactual explanations judged by a
 teacher, and fine-tunes the shortcuts away.
 """
 
+from .baselines import BaselineClassifier
 from .cfkd import CFKDClassifier
 from .exceptions import CounterfactualWarning
 from .explainers import AutoencoderExplainer, GradientExplainer
@@ -19,6 +20,7 @@ __all__ = [
     "AutoencoderExplainer",
     "BalancedBatchLoader",
     "BalancedBatchSampler",
+    "BaselineClassifier",
     "CFKDClassifier",
     "CounterfactualWarning",
     "FocalLoss",

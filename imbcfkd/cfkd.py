@@ -10,26 +10,21 @@ the teacher's label, removes the shortcut.
 """
 
 import copy
-import inspect
 import time
 import warnings
-from contextlib import contextmanager
 from functools import partial
 from numbers import Integral, Real
 
 import numpy as np
-import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from ._base import _NetClassifierMixin, _seeded_torch
 from .exceptions import CounterfactualWarning
 from .explainers import GradientExplainer
-from .networks import make_net
 from .sampling import (
     ORDER_OPTIONS,
     BalancedBatchLoader,
@@ -50,7 +45,7 @@ OUT_OF_DISTRIBUTION = "out_of_distribution"
 TRUE_NOT_KEPT = "true_counterfactual_not_kept"
 
 
-class CFKDClassifier(ClassifierMixin, BaseEstimator):
+class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
     """Image classifier corrected by Counterfactual Knowledge Distillation.
 
     ``fit`` runs the CFKD loop:
@@ -304,45 +299,6 @@ class CFKDClassifier(ClassifierMixin, BaseEstimator):
             self._run_rounds(X_train, y_train, validation, train_rows, rng)
         return self
 
-    def predict(self, X):
-        """Predict the class of each sample.
-
-        Parameters
-        ----------
-        X : array-like, same layout as in ``fit``
-            Samples to classify.
-
-        Returns
-        -------
-        y_pred : ndarray of shape (n_samples,)
-            Predicted labels, from ``classes_``.
-        """
-        proba = self.predict_proba(X)
-        return self.classes_[np.argmax(proba, axis=1)]
-
-    def predict_proba(self, X):
-        """Predict class probabilities.
-
-        Parameters
-        ----------
-        X : array-like, same layout as in ``fit``
-            Samples to classify.
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes)
-            Probabilities in the order of ``classes_``; rows sum to one.
-        """
-        check_is_fitted(self)
-        X = self._validate_prediction_data(X)
-        return self.net_.predict_proba(X)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.classifier_tags.poor_score = True
-        tags.input_tags.allow_nan = False
-        return tags
-
     # -- the CFKD loop ----------------------------------------------------
 
     def _run_rounds(self, X_train, y_train, validation, train_rows, rng):
@@ -570,60 +526,6 @@ class CFKDClassifier(ClassifierMixin, BaseEstimator):
 
     # -- data handling ----------------------------------------------------
 
-    def _validate_training_data(self, X, y):
-        X, y = validate_data(
-            self, X, y, allow_nd=True, dtype=np.float32, ensure_all_finite=True
-        )
-        check_classification_targets(y)
-        self.classes_, y = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ValueError(
-                "CFKDClassifier needs samples of at least two classes; y holds "
-                f"one class only ({self.classes_.tolist()[0]!r})."
-            )
-        self._user_shape = X.shape[1:]
-        self.n_features_in_ = int(np.prod(self._user_shape))
-        if self.input_shape is not None:
-            self.input_shape_ = tuple(int(s) for s in self.input_shape)
-            if int(np.prod(self.input_shape_)) != self.n_features_in_:
-                raise ValueError(
-                    f"input_shape={self.input_shape_} holds "
-                    f"{int(np.prod(self.input_shape_))} values, but each sample "
-                    f"of X has {self.n_features_in_}."
-                )
-        else:
-            self.input_shape_ = tuple(self._user_shape)
-        if len(self.input_shape_) not in (1, 3):
-            raise ValueError(
-                "X must hold images of shape (n_samples, channels, height, width) "
-                f"or vectors of shape (n_samples, n_features); got X of shape "
-                f"{X.shape}. Add a channel axis to grey images with X[:, None]."
-            )
-        return self._to_internal(X), y.astype(np.int64)
-
-    def _validate_prediction_data(self, X):
-        checked = check_array(X, allow_nd=True, dtype=np.float32)
-        if checked.ndim == 2:
-            # The raw input, so that DataFrame column names are checked too.
-            return self._to_internal(
-                validate_data(self, X, reset=False, dtype=np.float32)
-            )
-        if checked.shape[1:] not in (tuple(self._user_shape), tuple(self.input_shape_)):
-            raise ValueError(
-                f"X has samples of shape {checked.shape[1:]}, but "
-                f"{type(self).__name__} was fitted on samples of shape "
-                f"{tuple(self._user_shape)}."
-            )
-        return self._to_internal(checked)
-
-    def _to_internal(self, X):
-        # PyTorch cannot wrap read-only arrays (e.g. from a DataFrame) safely.
-        X = np.require(X, requirements="W")
-        return X.reshape((len(X),) + tuple(self.input_shape_))
-
-    def _to_user(self, X):
-        return X.reshape((len(X),) + tuple(self._user_shape))
-
     def _split(self, y, rng):
         """Rows of the training and validation parts (validation may be None)."""
         rows = np.arange(len(y))
@@ -645,28 +547,9 @@ class CFKDClassifier(ClassifierMixin, BaseEstimator):
         )
         return train_rows, validation_rows
 
-    def _make_net(self):
-        if self.net is None:
-            architecture = "resnet" if len(self.input_shape_) == 3 else "mlp"
-            net = make_net(architecture)
-        else:
-            net = clone(self.net)
-        module = net.module
-        if isinstance(module, type):
-            accepted = inspect.signature(module).parameters
-            if "input_shape" in accepted:
-                net.set_params(module__input_shape=tuple(self.input_shape_))
-            if "n_classes" in accepted:
-                net.set_params(module__n_classes=len(self.classes_))
-        return net
-
     def _corrects(self):
         """Whether fit goes beyond the batch-balanced base classifier."""
         return self.n_counterfactuals > 0 and self.n_rounds > 0
-
-    def _log(self, message):
-        if self.verbose:
-            print(f"[CFKDClassifier] {message}")
 
 
 def _explainer_params(explainer):
@@ -797,15 +680,3 @@ def _finetuning_loader(
     present = set(np.asarray(groups)[dataset_indices(dataset, len(groups))].tolist())
     group_shares = {g: share for g, share in group_shares.items() if g in present}
     return BalancedBatchLoader(dataset, batch_size, groups, group_shares, **kwargs)
-
-
-@contextmanager
-def _seeded_torch(seed):
-    """Seed PyTorch inside the block and restore its random state after."""
-    # torch.manual_seed seeds every CUDA device, so all of them are restored.
-    devices = (
-        list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    )
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield

@@ -49,8 +49,10 @@ __all__ = ["AutoencoderExplainer", "GradientExplainer"]
 class _SearchExplainer(BaseEstimator):
     """Shared machinery: value range, batching, and the per-sample search.
 
-    Subclasses define ``_start(module, x)``, which returns the variable to
-    optimise and a function mapping it to candidate images.
+    Subclasses define ``_start(x)``, which returns the variable to optimise
+    (one row per sample of ``x``) and a function ``to_candidate(rows_of_variable,
+    rows)`` mapping the given rows of it to candidate images of ``x[rows]``
+    and the change they make.
     """
 
     def _fit_range(self, X):
@@ -116,28 +118,31 @@ class _SearchExplainer(BaseEstimator):
         """Optimise ``variable`` until each sample's candidate reaches its target.
 
         The loss is the cross-entropy towards the target plus ``closeness``
-        times the mean absolute change of the candidate.
+        times the mean absolute change of the candidate. Only the samples
+        still searching go through the net, so a batch gets cheaper as its
+        samples succeed.
         """
         optimizer = torch.optim.Adam([variable], lr=self.step_size)
         reached = torch.zeros(len(target), dtype=torch.bool, device=target.device)
         best = None
         for _ in range(self.steps + 1):
-            candidate, change = to_candidate(variable)
+            rows = torch.nonzero(~reached).squeeze(1)
+            candidate, change = to_candidate(variable[rows], rows)
             logits = module(candidate)
             if best is None:
                 best = candidate.detach().clone()
 
-            # Keep the first candidate of each sample that reaches its target.
-            newly = (logits.argmax(dim=1) == target) & ~reached
-            best[newly] = candidate[newly].detach()
-            reached |= newly
+            # Keep the first candidate of each sample that reaches its target,
+            # and the latest one of each sample that has not (yet).
+            best[rows] = candidate.detach()
+            newly = logits.argmax(dim=1) == target[rows]
+            reached[rows[newly]] = True
             if bool(reached.all()):
                 break
-            best[~reached] = candidate[~reached].detach()
 
-            loss = F.cross_entropy(logits, target, reduction="none")
+            loss = F.cross_entropy(logits, target[rows], reduction="none")
             loss = loss + self.closeness * change.abs().flatten(1).mean(dim=1)
-            loss = (loss * (~reached).float()).sum()
+            loss = loss[~newly].sum()
             (variable.grad,) = torch.autograd.grad(loss, variable)
             optimizer.step()
         return best, reached
@@ -247,12 +252,12 @@ class GradientExplainer(_SearchExplainer):
             shape[2:] = [-(-side // self.smoothing) for side in x.shape[2:]]
         delta = torch.zeros(shape, device=x.device, requires_grad=True)
 
-        def to_candidate(delta):
+        def to_candidate(delta, rows):
             if smooth:
                 delta = F.interpolate(
                     delta, size=x.shape[2:], mode="bilinear", align_corners=False
                 )
-            return self._clip(x + delta), delta
+            return self._clip(x[rows] + delta), delta
 
         return delta, to_candidate
 
@@ -443,9 +448,9 @@ class AutoencoderExplainer(_SearchExplainer):
             decoded = autoencoder.decode(code)
         delta = torch.zeros_like(code, requires_grad=True)
 
-        def to_candidate(delta):
-            change = autoencoder.decode(code + delta) - decoded
-            return self._clip(x + change), change
+        def to_candidate(delta, rows):
+            change = autoencoder.decode(code[rows] + delta) - decoded[rows]
+            return self._clip(x[rows] + change), change
 
         return delta, to_candidate
 
