@@ -126,21 +126,29 @@ class _SearchExplainer(BaseEstimator):
         reached = torch.zeros(len(target), dtype=torch.bool, device=target.device)
         best = None
         for _ in range(self.steps + 1):
-            rows = torch.nonzero(~reached).squeeze(1)
+            active = torch.nonzero(~reached).squeeze(1)
+            n_active = len(active)
+            # Pad to a power of two with finished samples (whose results are
+            # ignored): few distinct tensor sizes keep the memory allocator
+            # from fragmenting, so memory stays flat over many batches.
+            n_rows = min(len(target), 1 << (n_active - 1).bit_length())
+            done = torch.nonzero(reached).squeeze(1)[: n_rows - n_active]
+            rows = torch.cat([active, done])
             candidate, change = to_candidate(variable[rows], rows)
-            logits = module(candidate)
+            logits = module(candidate)[:n_active]
+            candidate, change = candidate[:n_active], change[:n_active]
             if best is None:
                 best = candidate.detach().clone()
 
             # Keep the first candidate of each sample that reaches its target,
             # and the latest one of each sample that has not (yet).
-            best[rows] = candidate.detach()
-            newly = logits.argmax(dim=1) == target[rows]
-            reached[rows[newly]] = True
+            best[active] = candidate.detach()
+            newly = logits.argmax(dim=1) == target[active]
+            reached[active[newly]] = True
             if bool(reached.all()):
                 break
 
-            loss = F.cross_entropy(logits, target[rows], reduction="none")
+            loss = F.cross_entropy(logits, target[active], reduction="none")
             loss = loss + self.closeness * change.abs().flatten(1).mean(dim=1)
             loss = loss[~newly].sum()
             (variable.grad,) = torch.autograd.grad(loss, variable)

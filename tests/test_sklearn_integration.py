@@ -15,7 +15,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from imbcfkd import OUT_OF_DISTRIBUTION, CFKDClassifier, GradientExplainer, make_net
+from imbcfkd import (
+    OUT_OF_DISTRIBUTION,
+    BaselineClassifier,
+    CFKDClassifier,
+    GradientExplainer,
+    make_net,
+)
 from imbcfkd.sampling import ImageResampler
 
 
@@ -134,10 +140,14 @@ def _abstaining_teacher(X):
     return [OUT_OF_DISTRIBUTION] * len(X)
 
 
+def _small_mlp():
+    return make_net("mlp", max_epochs=3, batch_size=16, module__hidden_units=(16,))
+
+
 def _check_instance():
     return CFKDClassifier(
         teacher=_abstaining_teacher,
-        net=make_net("mlp", max_epochs=3, batch_size=16, module__hidden_units=(16,)),
+        net=_small_mlp(),
         explainer=GradientExplainer(steps=3),
         n_counterfactuals=6,
         finetune_epochs=1,
@@ -146,7 +156,18 @@ def _check_instance():
     )
 
 
-@parametrize_with_checks([_check_instance()])
+@parametrize_with_checks(
+    [
+        _check_instance(),
+        BaselineClassifier("class_weight", net=_small_mlp(), random_state=0),
+        BaselineClassifier(
+            "resampling",
+            net=_small_mlp(),
+            sampler=RandomOverSampler(),
+            random_state=0,
+        ),
+    ]
+)
 @pytest.mark.filterwarnings("ignore::imbcfkd.CounterfactualWarning")
 def test_scikit_learn_estimator_checks(estimator, check):
     check(estimator)

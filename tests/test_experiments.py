@@ -1,0 +1,204 @@
+"""The experiment runner behind the benchmarks: runs, grids, tables."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imbcfkd.experiments import (
+    METHODS,
+    make_method,
+    markdown_table,
+    read_csv,
+    representation,
+    run_experiment,
+    run_grid,
+    summarize,
+    write_csv,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A task and networks small enough for a run to take well under a second.
+TINY = {
+    "dataset_params": {
+        "image_size": 8,
+        "n_test_minority": 20,
+        "n_validation_minority": 5,
+        "n_oracle": 60,
+    },
+    "net_params": {"max_epochs": 2, "module__width": 4, "batch_size": 16},
+    "cfkd_params": {"n_counterfactuals": 10, "finetune_epochs": 1},
+}
+
+
+def test_make_method_names_every_method():
+    for name in METHODS:
+        estimator = make_method(name, random_state=3)
+        assert estimator.random_state == 3
+    assert make_method("ROS").sampler.__class__.__name__ == "RandomOverSampler"
+    assert make_method("CE+BB").method == "batch_balancing"
+    assert make_method("CFKD", teacher=len, n_rounds=2).n_rounds == 2
+    with pytest.raises(ValueError, match="Unknown method 'GroupDRO'"):
+        make_method("GroupDRO")
+
+
+@pytest.mark.filterwarnings("ignore::imbcfkd.CounterfactualWarning")
+def test_run_experiment_scores_on_the_test_set():
+    row = run_experiment(
+        "CFKD", n_minority=10, imbalance_ratio=2, random_state=1, **TINY
+    )
+    assert row["method"] == "CFKD" and row["seed"] == 1
+    assert row["n_train"] == 30
+    for key in ("f1", "average_group_accuracy", "worst_group_accuracy"):
+        assert 0.0 <= row[key] <= 1.0
+    groups = [row[f"group_{g}"] for g in range(4)]
+    assert row["worst_group_accuracy"] == min(groups)
+    assert row["average_group_accuracy"] == pytest.approx(np.mean(groups))
+    assert row["fit_seconds"] > 0
+    assert 0.0 <= row["flip_rate"] <= 1.0
+
+    oracle = run_experiment(
+        "Oracle", n_minority=10, imbalance_ratio=2, return_features=True, **TINY
+    )
+    assert oracle["n_train"] == 60
+    # Test set: 20 minority and 40 majority images; 4 channels after pooling.
+    assert oracle["features"].shape == (60, 4 * 4)
+    assert sorted(set(oracle["groups"].tolist())) == [0, 1, 2, 3]
+
+
+def test_representation_is_the_input_of_the_last_layer():
+    from imbcfkd import BaselineClassifier, make_net
+
+    rng = np.random.RandomState(0)
+    X = rng.uniform(size=(30, 3, 8, 8)).astype(np.float32)
+    y = np.r_[np.zeros(20, int), np.ones(10, int)]
+    clf = BaselineClassifier(
+        net=make_net(max_epochs=1, module__width=4), random_state=0
+    ).fit(X, y)
+    features = representation(clf, X, batch_size=7)
+    head = clf.net_.module_.head
+    logits = features @ head.weight.detach().numpy().T + head.bias.detach().numpy()
+    expected = np.log(clf.predict_proba(X))
+    np.testing.assert_allclose(
+        logits - logits.max(1, keepdims=True),
+        expected - expected.max(1, keepdims=True),
+        atol=1e-4,
+    )
+
+
+def _rows():
+    rows = []
+    for seed, (ce, cfkd) in enumerate([(0.5, 0.7), (0.7, 0.9)]):
+        for method, value in (("CE", ce), ("CFKD", cfkd), ("Oracle", 0.99)):
+            rows.append(
+                {
+                    "n_minority": 100,
+                    "imbalance_ratio": 10,
+                    "seed": seed,
+                    "method": method,
+                    "f1": value,
+                    "fit_seconds": 2.0 * (1 + seed),
+                }
+            )
+    return rows
+
+
+def test_summary_and_markdown_table():
+    summary = summarize(_rows(), "f1")
+    mean, std, n_runs = summary[(100, 10)]["CE"]
+    assert mean == pytest.approx(0.6) and n_runs == 2
+    assert std == pytest.approx(np.std([0.5, 0.7], ddof=1))
+
+    table = markdown_table(_rows(), "f1")
+    lines = table.splitlines()
+    assert lines[0] == "| n | k | CE | CFKD | Oracle |"
+    # The best method other than the oracle is in bold.
+    assert lines[2] == "| 100 | 10 | 60.0 ± 14.1 | **80.0 ± 14.1** | 99.0 ± 0.0 |"
+
+
+def test_csv_round_trip(tmp_path):
+    rows = _rows()
+    rows[0]["features"] = np.zeros((3, 2))
+    rows[1]["accepted"] = True
+    write_csv(rows, tmp_path / "runs.csv")
+    back = read_csv(tmp_path / "runs.csv")
+    assert len(back) == len(rows)
+    assert "features" not in back[0]
+    assert back[1]["accepted"] is True and back[0]["accepted"] == ""
+    assert back[3]["f1"] == 0.7 and back[3]["seed"] == 1
+
+
+@pytest.mark.filterwarnings("ignore::imbcfkd.CounterfactualWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_grid_runs_on_a_dask_cluster_through_joblib():
+    distributed = pytest.importorskip("distributed")
+    from joblib import parallel_config
+
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=50,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        worker_pids = set(client.run(os.getpid).values())
+        with parallel_config(backend="dask"):
+            rows = run_grid(
+                ["CE+BB", "CFKD", "Oracle"],
+                cells=[(10, 2), (10, 3)],
+                seeds=[0],
+                **TINY,
+            )
+    assert [(r["n_minority"], r["imbalance_ratio"], r["method"]) for r in rows] == [
+        (10, 2, "CE+BB"),
+        (10, 2, "CFKD"),
+        (10, 2, "Oracle"),
+        (10, 3, "CE+BB"),
+        (10, 3, "CFKD"),
+        (10, 3, "Oracle"),
+    ]
+    # Every run happened in a worker of the cluster, none in this process.
+    assert {row["pid"] for row in rows} <= worker_pids
+    assert os.getpid() not in worker_pids
+    # One oracle per seed, shared by both cells.
+    oracle_rows = [row for row in rows if row["method"] == "Oracle"]
+    assert oracle_rows[0]["fit_seconds"] == oracle_rows[1]["fit_seconds"]
+
+
+def test_unknown_methods_are_refused_before_any_work():
+    with pytest.raises(ValueError, match=r"Unknown methods \['XE'\]"):
+        run_grid(["CE", "XE"])
+
+
+def test_table1_quick_mode_from_the_command_line(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "table1.py"),
+            "--quick",
+            "--n-jobs",
+            "1",
+            "--output-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = read_csv(tmp_path / "runs.csv")
+    assert len(rows) == 2 * len(METHODS)
+    assert {row["method"] for row in rows} == set(METHODS)
+    report = (tmp_path / "table1.md").read_text()
+    assert "## Worst group accuracy (%)" in report
+    assert "| 20 | 2 |" in report and "| 20 | 4 |" in report
+    assert "Fit time: CFKD / CE+BB" in report
+    assert report in result.stdout
