@@ -1,4 +1,4 @@
-"""Compare the built-in explainers on the confounded digits.
+"""Compare the built-in explainers on a confounded task (digits by default).
 
 For a batch-balanced student trained on the default task (n = 100, k = 10,
 3x16x16), each explainer produces counterfactuals of correctly classified
@@ -11,29 +11,42 @@ oracle trained on well-conditioned data, and the mean absolute change.
 """
 
 import argparse
+import sys
 import time
 
 import numpy as np
 import torch
 
-from imbcfkd import AutoencoderExplainer, CFKDClassifier, GradientExplainer, make_net
-from imbcfkd.datasets import make_confounded_digits
+from imbcfkd import (
+    AutoencoderExplainer,
+    BaselineClassifier,
+    GradientExplainer,
+    make_net,
+)
+from imbcfkd.local_datasets import DATASETS, load_dataset
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=DATASETS, default="digits")
+    parser.add_argument("--data-dir", help="folder of CelebA or Camelyon17")
     parser.add_argument("--n-counterfactuals", type=int, default=1000)
     parser.add_argument("--image-size", type=int, default=16)
     parser.add_argument("--random-state", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.dataset != "digits" and args.data_dir is None:
+        parser.error(f"--dataset {args.dataset} needs --data-dir, the folder it is in")
 
-    data = make_confounded_digits(
-        image_size=args.image_size, random_state=args.random_state
+    data = load_dataset(
+        args.dataset,
+        data_dir=args.data_dir,
+        image_size=args.image_size,
+        random_state=args.random_state,
     )
     train = data.train
     torch.manual_seed(args.random_state)
     student = make_net(input_shape=train.X.shape[1:]).fit(train.X, train.y)
-    oracle = CFKDClassifier(n_counterfactuals=0, random_state=args.random_state)
+    oracle = BaselineClassifier(random_state=args.random_state)
     oracle.fit(data.oracle.X, data.oracle.y)
 
     rng = np.random.RandomState(args.random_state)
@@ -76,4 +89,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FileNotFoundError as error:  # a dataset folder is missing
+        sys.exit(f"error: {error}")

@@ -178,10 +178,15 @@ def _parse(argv):
     parser.add_argument("--quiet", action="store_true")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    if args.dataset != "digits" and args.data_dir is None:
+        parser.error(f"--dataset {args.dataset} needs --data-dir, the folder it is in")
     args.ratios = [int(k) if float(k).is_integer() else k for k in args.ratios]
     args.argv = argv
     return args
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FileNotFoundError as error:  # a dataset folder is missing
+        sys.exit(f"error: {error}")

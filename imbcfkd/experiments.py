@@ -28,7 +28,7 @@ from joblib import Parallel, delayed
 
 from .baselines import BaselineClassifier
 from .cfkd import CFKDClassifier
-from .local_datasets import load_dataset
+from .local_datasets import check_data_dir, load_dataset
 from .metrics import (
     average_group_accuracy,
     group_accuracies,
@@ -285,6 +285,7 @@ def run_grid(
     if unknown:
         raise ValueError(f"Unknown methods {unknown}; choose from {list(METHODS)}.")
     cells, seeds = list(cells), list(seeds)
+    check_data_dir(params.get("dataset", "digits"), params.get("data_dir"))
     if n_jobs is not None and n_jobs > 0:
         params.setdefault("n_threads", max(1, (os.cpu_count() or 1) // n_jobs))
     parallel = Parallel(n_jobs=n_jobs, verbose=verbose)

@@ -26,7 +26,13 @@ from sklearn.utils._param_validation import Interval, validate_params
 
 from .datasets import make_confounded_digits
 
-__all__ = ["DATASETS", "load_camelyon17", "load_celeba", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "check_data_dir",
+    "load_camelyon17",
+    "load_celeba",
+    "load_dataset",
+]
 
 #: Names accepted by :func:`load_dataset`.
 DATASETS = ("digits", "celeba", "camelyon17")
@@ -477,6 +483,40 @@ def load_dataset(name, *, data_dir=None, **params):
         )
     loader = load_celeba if name == "celeba" else load_camelyon17
     return loader(data_dir, **params)
+
+
+def check_data_dir(name, data_dir=None):
+    """Fail now, with instructions, if the files of a dataset are not there.
+
+    Checks the folder, the attribute or metadata file and the image folder,
+    without reading them, so that a long benchmark fails before it starts.
+
+    Parameters
+    ----------
+    name : {"digits", "celeba", "camelyon17"}
+        The dataset, as in :func:`load_dataset`.
+    data_dir : str or path-like, default=None
+        Its folder; ignored for ``"digits"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If something is missing; the message says what to download and where
+        to put it.
+    ValueError
+        If ``name`` is unknown, or ``data_dir`` is missing for a dataset
+        that needs it.
+    """
+    if name not in DATASETS:
+        raise ValueError(
+            f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)}."
+        )
+    if name == "digits":
+        return
+    if data_dir is None:
+        raise ValueError(f"Dataset {name!r} needs data_dir. {_NO_DOWNLOAD}")
+    find = _find_celeba if name == "celeba" else _find_camelyon17
+    find(Path(data_dir))
 
 
 # --------------------------------------------------------------------------

@@ -405,3 +405,21 @@ def test_load_dataset_errors(celeba):
         load_dataset("celeba")
     with pytest.raises(ValueError, match="needs data_dir.*metadata.csv"):
         load_dataset("camelyon17")
+
+
+def test_check_data_dir_fails_before_reading(tmp_path):
+    from imbcfkd.local_datasets import check_data_dir
+
+    check_data_dir("digits")
+    (tmp_path / "celeba").mkdir()
+    with pytest.raises(FileNotFoundError, match="list_attr_celeba.txt"):
+        check_data_dir("celeba", tmp_path / "celeba")
+    (tmp_path / "celeba" / "list_attr_celeba.txt").write_text("0\nSmiling\n")
+    with pytest.raises(FileNotFoundError, match="img_align_celeba"):
+        check_data_dir("celeba", tmp_path / "celeba")
+    (tmp_path / "celeba" / "img_align_celeba").mkdir()
+    check_data_dir("celeba", tmp_path / "celeba")
+    with pytest.raises(FileNotFoundError, match="metadata.csv"):
+        check_data_dir("camelyon17", tmp_path / "celeba")
+    with pytest.raises(ValueError, match="needs data_dir"):
+        check_data_dir("camelyon17")
