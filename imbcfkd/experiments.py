@@ -301,20 +301,20 @@ def run_grid(
         )
         oracles = dict(zip(seeds, fitted, strict=True))
 
-    tasks = [
-        delayed(run_experiment)(
-            method,
-            n_minority=n_minority,
-            imbalance_ratio=imbalance_ratio,
-            random_state=seed,
-            oracle=oracles.get(seed, (None, None))[0],
-            oracle_fit_seconds=oracles.get(seed, (None, None))[1],
-            **params,
+    tasks = []
+    for (n_minority, imbalance_ratio), seed, method in product(cells, seeds, methods):
+        oracle, oracle_fit_seconds = oracles.get(seed, (None, None))
+        tasks.append(
+            delayed(run_experiment)(
+                method,
+                n_minority=n_minority,
+                imbalance_ratio=imbalance_ratio,
+                random_state=seed,
+                oracle=oracle,
+                oracle_fit_seconds=oracle_fit_seconds,
+                **params,
+            )
         )
-        for (n_minority, imbalance_ratio), seed, method in product(
-            cells, seeds, methods
-        )
-    ]
     return parallel(tasks)
 
 

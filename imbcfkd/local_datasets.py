@@ -400,18 +400,12 @@ def load_camelyon17(
     )
     for name in _SETS:
         index = chosen[name]
-        folders, files = [], []
-        for i in index:
-            folder, file = _patch_path(
-                meta["patient"][i], meta["node"][i], meta["x"][i], meta["y"][i]
-            )
-            folders.append(folder)
-            files.append(file)
+        paths = [
+            _patch_path(meta["patient"][i], meta["node"][i], meta["x"][i], meta["y"][i])
+            for i in index
+        ]
         X = _load_images(
-            [
-                patch_dir / folder / file
-                for folder, file in zip(folders, files, strict=True)
-            ],
+            [patch_dir / folder / file for folder, file in paths],
             image_size,
             metadata_file,
         )
@@ -419,7 +413,7 @@ def load_camelyon17(
             X,
             y[index],
             flag[index],
-            np.array(files, dtype=str),
+            np.array([file for _, file in paths], dtype=str),
             patient=meta["patient"][index],
             center=meta["center"][index],
         )
