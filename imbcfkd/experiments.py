@@ -168,17 +168,16 @@ def run_experiment(
         ran it) and, for CFKD, ``flip_rate``, ``feedback_accuracy``,
         ``n_kept`` and ``accepted`` of its first round.
     """
-    if n_threads is not None:
-        torch.set_num_threads(n_threads)
-    data = load_dataset(
+    data, net = _prepare(
         dataset,
-        data_dir=data_dir,
-        n_minority=n_minority,
-        imbalance_ratio=imbalance_ratio,
-        random_state=random_state,
-        **(dataset_params or {}),
+        data_dir,
+        n_minority,
+        imbalance_ratio,
+        random_state,
+        dataset_params,
+        net_params,
+        n_threads,
     )
-    net = make_net(**(net_params or {}))
     if oracle is None and method in ("CFKD", "Oracle"):
         oracle, oracle_fit_seconds = _fit_oracle(data, net, random_state)
 
@@ -363,6 +362,30 @@ def _fit_oracle_task(
     n_threads=None,
     **ignored,
 ):
+    data, net = _prepare(
+        dataset,
+        data_dir,
+        n_minority,
+        imbalance_ratio,
+        seed,
+        dataset_params,
+        net_params,
+        n_threads,
+    )
+    return _fit_oracle(data, net, seed)
+
+
+def _prepare(
+    dataset,
+    data_dir,
+    n_minority,
+    imbalance_ratio,
+    seed,
+    dataset_params,
+    net_params,
+    n_threads,
+):
+    """The task of one run and the unfitted net, in a worker set to n_threads."""
     if n_threads is not None:
         torch.set_num_threads(n_threads)
     data = load_dataset(
@@ -373,7 +396,7 @@ def _fit_oracle_task(
         random_state=seed,
         **(dataset_params or {}),
     )
-    return _fit_oracle(data, make_net(**(net_params or {})), seed)
+    return data, make_net(**(net_params or {}))
 
 
 def _fit_oracle(data, net, seed):
