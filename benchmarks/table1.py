@@ -10,8 +10,14 @@ divided by CE+BB's, both measured in this run.
     python benchmarks/table1.py                       # the full grid, 5 seeds
     python benchmarks/table1.py --quick               # a smoke test, seconds
     python benchmarks/table1.py --dataset celeba --data-dir ~/data/celeba
+    python benchmarks/table1.py --methods CFKD --explainer autoencoder+sparse
+    python benchmarks/table1.py --methods CFKD --explore-threshold 0.5
+    python benchmarks/table1.py --rows old/runs.csv new/runs.csv   # merge, no runs
 
 Writes ``runs.csv`` (one line per run) and ``table1.md`` to ``--output-dir``.
+With ``--rows``, nothing is run: the tables are made from earlier
+``runs.csv`` files, a later file's run replacing an earlier file's run of the
+same cell, seed and method.
 """
 
 import argparse
@@ -28,11 +34,16 @@ import torch
 from imbcfkd.experiments import (
     METHODS,
     markdown_table,
+    read_csv,
     run_grid,
     summarize,
     write_csv,
 )
 from imbcfkd.local_datasets import DATASETS
+
+# The explainer variants of the explainer benchmark, a script beside this one.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from explainers import VARIANTS, make_explainer  # noqa: E402
 
 FULL_CELLS = [(n, k) for n in (100, 200) for k in (10, 20, 30)]
 QUICK = {
@@ -60,6 +71,8 @@ def main(argv=None):
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
 
+    if args.rows:
+        return _merge(args, output)
     start = time.perf_counter()
     rows = run_grid(
         args.methods,
@@ -80,6 +93,31 @@ def main(argv=None):
     if not args.quiet:
         print(report)
         print(f"Wrote {output / 'runs.csv'} and {output / 'table1.md'}.")
+    return rows
+
+
+def _merge(args, output):
+    merged = {}
+    for path in args.rows:
+        for row in read_csv(path):
+            key = (row["n_minority"], row["imbalance_ratio"], row["seed"])
+            merged[key + (row["method"],)] = row
+    rows = list(merged.values())
+    write_csv(rows, output / "runs.csv")
+    lines = [
+        f"# Table 1 on {rows[0]['dataset'] if rows else args.dataset}",
+        "",
+        "Command: `" + " ".join(["python benchmarks/table1.py", *args.argv]) + "`",
+        "",
+    ]
+    for path in args.rows:
+        methods = sorted({row["method"] for row in read_csv(path)})
+        lines.append(f"- `{path}`: {', '.join(methods)}")
+    lines.append("")
+    report = "\n".join(lines) + "\n" + _tables(rows)
+    (output / "table1.md").write_text(report)
+    if not args.quiet:
+        print(report)
     return rows
 
 
@@ -119,6 +157,11 @@ def _report(rows, args, settings, seconds):
         f"{_kwargs(settings['dataset_params']) or 'defaults'}.",
         "",
     ]
+    return "\n".join(lines) + "\n" + _tables(rows)
+
+
+def _tables(rows):
+    lines = []
     for metric, title in METRICS.items():
         lines += [f"## {title}", "", markdown_table(rows, metric), ""]
     ratios = fit_time_ratio(rows)
@@ -174,6 +217,16 @@ def _settings(args):
         settings["net_params"] = {**settings["net_params"], "max_epochs": args.epochs}
     if args.n_rounds is not None:
         settings["cfkd_params"] = {**settings["cfkd_params"], "n_rounds": args.n_rounds}
+    if args.explore_threshold is not None:
+        settings["cfkd_params"] = {
+            **settings["cfkd_params"],
+            "explore_threshold": args.explore_threshold,
+        }
+    if args.explainer is not None:
+        settings["cfkd_params"] = {
+            **settings["cfkd_params"],
+            "explainer": make_explainer(args.explainer),
+        }
     if args.cells:
         settings["cells"] = args.cells
     return settings
@@ -209,8 +262,25 @@ def _parse(argv):
     parser.add_argument("--image-size", type=int, help="override the dataset's")
     parser.add_argument("--epochs", type=int, help="training epochs of every net")
     parser.add_argument("--n-rounds", type=int, help="CFKD rounds (default 1)")
+    parser.add_argument(
+        "--explainer",
+        choices=[name for name in VARIANTS if not name.endswith("+explore")],
+        help="CFKD's explainer, a variant of benchmarks/explainers.py "
+        "(default: GradientExplainer's defaults)",
+    )
+    parser.add_argument(
+        "--explore-threshold",
+        type=float,
+        help="CFKD's explore_threshold: recycled sources get new explanations",
+    )
     parser.add_argument("--n-jobs", type=int, default=2, help="parallel runs")
     parser.add_argument("--quick", action="store_true", help="a tiny smoke test")
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        metavar="CSV",
+        help="make the tables from these runs.csv files instead of running",
+    )
     parser.add_argument("--output-dir", default="benchmark-results/table1")
     parser.add_argument("--verbose", type=int, default=0, help="joblib progress")
     parser.add_argument("--quiet", action="store_true", help="print nothing")

@@ -24,7 +24,7 @@ from sklearn.utils._param_validation import HasMethods, Interval
 
 from ._base import _NetClassifierMixin, _seeded_torch
 from .exceptions import CounterfactualWarning
-from .explainers import GradientExplainer
+from .explainers import GradientExplainer, changed_region
 from .sampling import (
     ORDER_OPTIONS,
     BalancedBatchLoader,
@@ -123,6 +123,14 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
         Also ask the teacher about the source images and drop those it
         labels differently from ``y``. Set to ``False`` when every teacher
         query is expensive (a human expert) and the labels are trusted.
+    explore_threshold : float in (0, 1) or None, default=None
+        Exploration: a source drawn more than once in a round (the rare
+        class's sources are recycled) gets a different counterfactual each
+        time. Its later counterfactuals may not change the region its
+        earlier ones changed, as :func:`imbcfkd.explainers.changed_region`
+        finds it with this threshold (higher locks less). Needs images and
+        an explainer whose ``explain`` takes ``locked``, as the built-in
+        ones do. ``None`` explains a recycled source the same way again.
     random_state : int, RandomState instance or None, default=None
         Seeds the validation split, the choice of sources and PyTorch (for
         weight initialisation and batch order) for the duration of ``fit``,
@@ -210,6 +218,7 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
         "finetune_lr": [Interval(Real, 0, None, closed="neither"), None],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
         "teacher_checks_sources": ["boolean"],
+        "explore_threshold": [Interval(Real, 0, 1, closed="neither"), None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -229,6 +238,7 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
         finetune_lr=None,
         validation_fraction=0.2,
         teacher_checks_sources=True,
+        explore_threshold=None,
         random_state=None,
         verbose=0,
     ):
@@ -244,6 +254,7 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
         self.finetune_lr = finetune_lr
         self.validation_fraction = validation_fraction
         self.teacher_checks_sources = teacher_checks_sources
+        self.explore_threshold = explore_threshold
         self.random_state = random_state
         self.verbose = verbose
 
@@ -379,7 +390,7 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
             reason[ask[wrong]] = TEACHER_WRONG_ON_SOURCE
 
         start = time.perf_counter()
-        counterfactuals, reached = self._explain(student, X_source, target)
+        counterfactuals, reached = self._explore(student, X_source, target, sources)
         explain_seconds = time.perf_counter() - start
         flipped = student.predict(counterfactuals) == target
         records.update(
@@ -454,10 +465,62 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
     def _check_explainer(self, net, X, y):
         """Try the explainer on two samples of an untrained net, to fail early."""
         net.initialize()
-        self._explain(net, X, (y + 1) % len(self.classes_))
+        target = (y + 1) % len(self.classes_)
+        self._explain(net, X, target)
+        if self.explore_threshold is None:
+            return
+        if X.ndim != 4:
+            raise ValueError(
+                "explore_threshold needs images (4-D X, or input_shape for "
+                f"flattened images); got samples of shape {X.shape[1:]}. Set "
+                "explore_threshold=None for feature vectors."
+            )
+        try:
+            self._explain(
+                net, X, target, locked=np.zeros((len(X),) + X.shape[2:], bool)
+            )
+        except TypeError as error:
+            raise ValueError(
+                f"explore_threshold needs an explainer whose explain takes "
+                f"locked=...; {type(self.explainer_).__name__}.explain does not "
+                f"({error}). Set explore_threshold=None or use a built-in "
+                "explainer."
+            ) from error
 
-    def _explain(self, student, X, target):
-        counterfactuals, reached = self.explainer_.explain(student, X, target)
+    def _explore(self, student, X, target, sources):
+        """Explain each source; repeats of a source avoid its earlier edits.
+
+        The k-th occurrence of every source is explained in one call, with
+        the union of the regions its earlier counterfactuals changed locked.
+        """
+        if self.explore_threshold is None:
+            return self._explain(student, X, target)
+        occurrence = _occurrences(sources)
+        counterfactuals = np.empty_like(X)
+        reached = np.zeros(len(X), dtype=bool)
+        changed = {}
+        for level in range(int(occurrence.max()) + 1):
+            rows = np.flatnonzero(occurrence == level)
+            locked = None
+            if level:
+                locked = np.stack([changed[source] for source in sources[rows]])
+            counterfactuals[rows], reached[rows] = self._explain(
+                student, X[rows], target[rows], locked=locked
+            )
+            regions = changed_region(
+                X[rows], counterfactuals[rows], self.explore_threshold
+            )
+            for source, region in zip(sources[rows], regions, strict=True):
+                changed[source] = changed.get(source, False) | region
+        return counterfactuals, reached
+
+    def _explain(self, student, X, target, locked=None):
+        if locked is None:
+            counterfactuals, reached = self.explainer_.explain(student, X, target)
+        else:
+            counterfactuals, reached = self.explainer_.explain(
+                student, X, target, locked=locked
+            )
         counterfactuals = np.asarray(counterfactuals, dtype=np.float32)
         reached = np.asarray(reached, dtype=bool)
         if counterfactuals.shape != X.shape or reached.shape != (len(X),):
@@ -581,6 +644,16 @@ def _draw_sources(y, predicted, n, rng):
     return np.asarray(order, dtype=np.int64)
 
 
+def _occurrences(sources):
+    """How many times each source appeared before, in order: 0 the first time."""
+    seen = {}
+    counts = np.empty(len(sources), dtype=np.int64)
+    for i, source in enumerate(sources.tolist()):
+        counts[i] = seen.get(source, 0)
+        seen[source] = counts[i] + 1
+    return counts
+
+
 def _most_likely_other(proba, source):
     """The most probable class other than each sample's source class."""
     proba = np.array(proba, dtype=float, copy=True)
@@ -677,6 +750,15 @@ def _finetuning_loader(
     for name in ORDER_OPTIONS:
         kwargs.pop(name, None)
     # The net's own validation split may leave a group out of the training part.
-    present = set(np.asarray(groups)[dataset_indices(dataset, len(groups))].tolist())
-    group_shares = {g: share for g, share in group_shares.items() if g in present}
-    return BalancedBatchLoader(dataset, batch_size, groups, group_shares, **kwargs)
+    present = np.asarray(groups)[dataset_indices(dataset, len(groups))]
+    group_shares = {g: s for g, s in group_shares.items() if np.any(present == g)}
+    # An epoch shows each original once on average, however large the pool of
+    # counterfactuals has grown over the rounds.
+    n_originals = int(np.sum(present == 0))
+    n_batches = None
+    if n_originals and 0 in group_shares:
+        share = group_shares[0] / sum(group_shares.values())
+        n_batches = max(1, int(np.ceil(n_originals / (share * batch_size))))
+    return BalancedBatchLoader(
+        dataset, batch_size, groups, group_shares, n_batches, **kwargs
+    )

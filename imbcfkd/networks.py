@@ -336,6 +336,9 @@ class _BasicBlock(nn.Module):
         self.bn1 = make_norm(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
         self.bn2 = make_norm(out_channels)
+        # A module rather than F.relu, so that a smooth surrogate of the net
+        # (see imbcfkd.explainers) can swap the activation.
+        self.relu = nn.ReLU()
         self.shortcut = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
@@ -344,9 +347,9 @@ class _BasicBlock(nn.Module):
             )
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return self.relu(out + self.shortcut(x))
 
 
 def _lookup(value, table, name):

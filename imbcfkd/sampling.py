@@ -169,6 +169,8 @@ class BalancedBatchLoader(DataLoader):
         are mapped through their indices. See :class:`BalancedBatchSampler`.
     group_shares : dict, default=None
         Share of each batch per group. See :class:`BalancedBatchSampler`.
+    n_batches : int, default=None
+        Batches per epoch. ``None`` covers the dataset once per epoch.
     **kwargs
         Passed to :class:`torch.utils.data.DataLoader` (``num_workers``,
         ``pin_memory``, ...). ``shuffle`` and ``sampler`` are not accepted:
@@ -186,7 +188,13 @@ class BalancedBatchLoader(DataLoader):
     """
 
     def __init__(
-        self, dataset, batch_size=64, groups=None, group_shares=None, **kwargs
+        self,
+        dataset,
+        batch_size=64,
+        groups=None,
+        group_shares=None,
+        n_batches=None,
+        **kwargs,
     ):
         for name in ORDER_OPTIONS:
             if kwargs.get(name) not in (None, False):
@@ -198,7 +206,9 @@ class BalancedBatchLoader(DataLoader):
         labels = dataset_labels(dataset)
         if groups is not None:
             groups = np.asarray(groups)[dataset_indices(dataset, len(groups))]
-        sampler = BalancedBatchSampler(labels, batch_size, groups, group_shares)
+        sampler = BalancedBatchSampler(
+            labels, batch_size, groups, group_shares, n_batches
+        )
         super().__init__(dataset, batch_sampler=sampler, **kwargs)
 
 

@@ -486,3 +486,64 @@ def test_same_random_state_gives_same_predictions(bars, oracle_teacher):
         second.counterfactuals_["counterfactual"],
     )
     assert not np.array_equal(first.predict_proba(X_test), other.predict_proba(X_test))
+
+
+def test_exploration_gives_recycled_sources_new_explanations(bars, oracle_teacher):
+    from imbcfkd.explainers import changed_region
+
+    X, y = bars[:2]
+    # 160 counterfactuals from about 32 minority sources: each is recycled.
+    clf = tiny_cfkd(
+        teacher=oracle_teacher, n_counterfactuals=160, explore_threshold=0.5
+    ).fit(X, y)
+    cf = clf.counterfactuals_
+    index = cf["source_index"]
+    minority = np.flatnonzero(y[index] == 1)
+    firsts = {}
+    n_repeats = 0
+    for row in minority:
+        source = index[row]
+        if source not in firsts:
+            firsts[source] = row
+            continue
+        n_repeats += 1
+        first = firsts[source]
+        region = changed_region(
+            cf["source"][first : first + 1],
+            cf["counterfactual"][first : first + 1],
+            0.5,
+        )[0]
+        change = np.abs(cf["counterfactual"][row] - cf["source"][row])
+        # A later counterfactual leaves the first one's region exactly alone.
+        assert np.all(change[:, region] == 0)
+    assert n_repeats > 20
+
+    # Without exploration, a recycled source gets the same counterfactual.
+    plain = tiny_cfkd(teacher=oracle_teacher, n_counterfactuals=160).fit(X, y)
+    cf = plain.counterfactuals_
+    rows = np.flatnonzero(cf["source_index"] == cf["source_index"][minority[0]])
+    assert len(rows) > 1
+    np.testing.assert_allclose(
+        cf["counterfactual"][rows[1]], cf["counterfactual"][rows[0]]
+    )
+
+
+class _ExplainerWithoutLocks:
+    def explain(self, net, X, target):
+        return X.copy(), np.zeros(len(X), dtype=bool)
+
+
+def test_exploration_needs_images_and_an_explainer_that_locks(bars, no_training):
+    X, y = bars[:2]
+    with pytest.raises(ValueError, match="explainer whose explain takes locked"):
+        tiny_cfkd(
+            teacher=lambda images: None,
+            explainer=_ExplainerWithoutLocks(),
+            explore_threshold=0.5,
+        ).fit(X, y)
+    with pytest.raises(ValueError, match="explore_threshold needs images"):
+        tiny_cfkd(
+            teacher=lambda images: None,
+            net=make_net("mlp", input_shape=(X[0].size,), max_epochs=1),
+            explore_threshold=0.5,
+        ).fit(X.reshape(len(X), -1), y)

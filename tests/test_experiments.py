@@ -203,6 +203,20 @@ def test_table1_quick_mode_from_the_command_line(tmp_path):
     assert "Fit time: CFKD / CE+BB" in report
     assert report in result.stdout
 
+    # --rows merges earlier runs without running anything: a later file's
+    # run replaces an earlier file's run of the same cell, seed and method.
+    rerun = [dict(row, f1=0.123) for row in rows if row["method"] == "CFKD"]
+    write_csv(rerun, tmp_path / "rerun.csv")
+    merged_dir = tmp_path / "merged"
+    _run_script(
+        "table1.py", "--rows", tmp_path / "runs.csv", tmp_path / "rerun.csv",
+        "--output-dir", merged_dir, "--quiet",
+    )  # fmt: skip
+    merged = read_csv(merged_dir / "runs.csv")
+    assert len(merged) == len(rows)
+    assert {row["f1"] for row in merged if row["method"] == "CFKD"} == {0.123}
+    assert "| 12.3 |" in (merged_dir / "table1.md").read_text()
+
 
 def _run_script(name, *arguments):
     result = subprocess.run(
@@ -230,6 +244,29 @@ def test_figure2_script_writes_curve_and_tsne(tmp_path):
     report = (tmp_path / "figure2.md").read_text()
     assert "| 1 |" in report and "| 3 |" in report
     assert (tmp_path / "figure2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_explainer_benchmark_and_figure_quick_modes(tmp_path):
+    variants = ["gradient", "gradient+explore", "autoencoder+sparse"]
+    stdout = _run_script(
+        "explainers.py", "--quick", "--variants", *variants,
+        "--output", tmp_path / "explainers.csv",
+    )  # fmt: skip
+    rows = read_csv(tmp_path / "explainers.csv")
+    assert [row["variant"] for row in rows] == variants
+    for row in rows:
+        assert 0 <= row["flip_rate"] <= 1 and row["counterfactuals_per_second"] > 0
+        assert 0 <= row["shortcut_detection_rate"] <= 1
+        assert row["reconstruction_error"] > 0 and row["nearest_neighbour_distance"] > 0
+        assert f"{row['variant']:26s}" in stdout
+    # The explored counterfactuals avoid most of the first ones' regions.
+    assert rows[1]["region_overlap"] < 0.5
+
+    _run_script(
+        "counterfactual_figure.py", "--quick", "--n-sources", 2,
+        "--variants", "gradient", "--output", tmp_path / "figure.png",
+    )  # fmt: skip
+    assert (tmp_path / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cost_script_quick_mode(tmp_path):

@@ -164,3 +164,122 @@ def test_autoencoder_explainer_on_feature_vectors():
     explainer = AutoencoderExplainer(epochs=30, random_state=0).fit(X)
     _, reached = explainer.explain(net, X[:50], 1 - y[:50])
     assert reached.mean() > 0.8
+
+
+# The SCE ingredients: smooth surrogate, sparsity, exploration -----------------
+
+
+def test_surrogate_is_smooth_faithful_and_reused(digits_task):
+    from imbcfkd.explainers import _fingerprint
+
+    data, net, sources = digits_task
+    X, y = data.train.X[sources], data.train.y[sources]
+    explainer = GradientExplainer(
+        surrogate="adversarial", surrogate_noise=0.03, random_state=0
+    ).fit(data.train.X)
+    counterfactuals, reached = explainer.explain(net, X, 1 - y)
+
+    # Success is judged on the student, not on the surrogate.
+    assert reached.mean() >= 0.8
+    np.testing.assert_array_equal(net.predict(counterfactuals) == 1 - y, reached)
+    surrogate = explainer.surrogate_
+    kinds = {type(m) for m in surrogate.modules()}
+    assert torch.nn.Softplus in kinds and torch.nn.ReLU not in kinds
+    # The distilled surrogate agrees with the student on the images it saw.
+    with torch.no_grad():
+        agree = surrogate(torch.from_numpy(X)).argmax(1).numpy() == net.predict(X)
+    assert agree.mean() >= 0.9
+    # The student itself is untouched, and the surrogate is reused as long
+    # as the student's weights stay the same.
+    assert torch.nn.ReLU in {type(m) for m in net.module_.modules()}
+    explainer.explain(net, X[:5], 1 - y[:5])
+    assert explainer.surrogate_ is surrogate
+    weights = _fingerprint(net.module_)
+    with torch.no_grad():
+        next(net.module_.parameters()).add_(0.01)
+    try:
+        explainer.explain(net, X[:5], 1 - y[:5])
+        assert explainer.surrogate_ is not surrogate
+    finally:
+        with torch.no_grad():
+            next(net.module_.parameters()).sub_(0.01)
+    assert _fingerprint(net.module_) == pytest.approx(weights)
+
+
+def test_noise_surrogate_is_reproducible(digits_task):
+    data, net, sources = digits_task
+    X, y = data.train.X[sources[:20]], data.train.y[sources[:20]]
+
+    def explain():
+        explainer = GradientExplainer(
+            steps=20, surrogate="noise", surrogate_epochs=1, random_state=4
+        )
+        return explainer.explain(net, X, 1 - y)[0]
+
+    np.testing.assert_array_equal(explain(), explain())
+
+
+@pytest.mark.parametrize("kind", ["gradient", "autoencoder"])
+def test_sparse_counterfactuals_restore_the_rest_exactly(digits_task, kind):
+    from imbcfkd.explainers import AutoencoderExplainer
+    from imbcfkd.metrics import changed_pixel_share
+
+    data, net, sources = digits_task
+    X, y = data.train.X[sources[::2]], data.train.y[sources[::2]]
+    if kind == "gradient":
+        explainer = GradientExplainer()
+    else:
+        explainer = AutoencoderExplainer(epochs=30, random_state=0).fit(data.train.X)
+    full, full_reached = explainer.explain(net, X, 1 - y)
+    explainer.set_params(mask_threshold=0.5)
+    sparse, reached = explainer.explain(net, X, 1 - y)
+
+    np.testing.assert_array_equal(net.predict(sparse) == 1 - y, reached)
+    assert reached.mean() >= full_reached.mean() - 0.05
+    # Outside the region that mattered, pixels are the original's, exactly.
+    assert np.all(sparse == X, axis=1).mean() > np.all(full == X, axis=1).mean() + 0.1
+    assert changed_pixel_share(X, sparse) < changed_pixel_share(X, full)
+
+
+def test_locked_region_forces_another_explanation(digits_task):
+    from imbcfkd.explainers import changed_region
+
+    data, net, sources = digits_task
+    X, y = data.train.X[sources], data.train.y[sources]
+    explainer = GradientExplainer(smoothing=2)
+    first, _ = explainer.explain(net, X, 1 - y)
+    locked = changed_region(X, first, threshold=0.5)
+    assert 0 < locked.mean() < 1
+
+    second, reached = explainer.explain(net, X, 1 - y, locked=locked)
+    np.testing.assert_array_equal(net.predict(second) == 1 - y, reached)
+    delta = second - X
+    # Nothing moves inside the locked region; the edit lies elsewhere.
+    assert np.all(delta.transpose(1, 0, 2, 3)[:, locked] == 0)
+    free = ~locked.all(axis=(1, 2))
+    assert free.mean() > 0.5
+    assert np.abs(delta[free]).sum(axis=(1, 2, 3)).min() > 0
+
+    # A lock per value (the shape of X) works too; a wrong shape says what
+    # was expected.
+    per_value = np.broadcast_to(locked[:, None], X.shape)
+    again, _ = explainer.explain(net, X, 1 - y, locked=per_value)
+    np.testing.assert_allclose(again, second)
+    with pytest.raises(ValueError, match="locked must have the shape"):
+        explainer.explain(net, X, 1 - y, locked=locked[:, :4])
+
+
+def test_changed_region_follows_the_change():
+    from imbcfkd.explainers import changed_region
+
+    X = np.zeros((2, 3, 10, 10), dtype=np.float32)
+    cf = X.copy()
+    cf[0, 1, 2:5, 6:9] = 0.8  # a square in one channel
+    cf[0, :, 9, 0] = 0.01  # a faint speck, below the threshold
+    region = changed_region(X, cf)
+    assert region[0, 2:5, 6:9].all() and not region[0, 9, 0]
+    assert not region[0, 8:, :3].any()
+    # An unchanged image has an empty region.
+    assert not region[1].any()
+    with pytest.raises(ValueError, match="same shape"):
+        changed_region(X, cf[:, :2])

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import sklearn
+import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, KFold, cross_validate
 
@@ -116,3 +117,98 @@ def test_group_scorer_in_grid_search(routing):
         for train, test in KFold(2).split(X)
     ]
     assert search.cv_results_["mean_test_score"][1] == pytest.approx(np.mean(expected))
+
+
+# Counterfactual quality -------------------------------------------------------
+
+
+def test_counterfactual_rates_by_hand():
+    from imbcfkd.metrics import (
+        flip_rate,
+        shortcut_detection_rate,
+        true_counterfactual_rate,
+    )
+
+    assert flip_rate([1, 0, 1, 1], [1, 1, 1, 0]) == 0.5
+    assert true_counterfactual_rate([1, 1, 0], [1, 0, 0]) == pytest.approx(2 / 3)
+    # Counterfactual 0 changed the confounder and kept the class: a shortcut.
+    # 1 changed both, 2 changed neither, 3 changed the confounder only.
+    confounder = ([0, 0, 1, 1], [1, 1, 1, 0])
+    rate = shortcut_detection_rate(*confounder, [0, 0, 1, 1], [0, 1, 1, 1])
+    assert rate == 0.5
+    assert np.isnan(flip_rate([], []))
+    with pytest.raises(ValueError, match="inconsistent"):
+        flip_rate([0, 1], [0])
+
+
+def test_closeness_sparsity_and_realism_by_hand():
+    from imbcfkd.metrics import (
+        changed_pixel_share,
+        mean_absolute_change,
+        nearest_neighbour_distance,
+        reconstruction_error,
+    )
+
+    X = np.zeros((2, 1, 2, 2))
+    cf = X.copy()
+    cf[0, 0, 0, 0] = 0.4  # one value of eight changes by 0.4
+    cf[1, 0, 1, 1] = 0.01  # below the tolerance
+    assert mean_absolute_change(X, cf) == pytest.approx(0.41 / 8)
+    assert changed_pixel_share(X, cf) == pytest.approx(1 / 8)
+    assert changed_pixel_share(X, cf, tol=0.005) == pytest.approx(2 / 8)
+
+    # Root mean square distance per value to the nearest reference image.
+    reference = np.stack([X[0], np.full((1, 2, 2), 1.0)])
+    expected = (0.4 / 2 + 0.01 / 2) / 2  # sqrt(0.16 / 4), sqrt(1e-4 / 4)
+    assert nearest_neighbour_distance(cf, reference) == pytest.approx(expected)
+    assert nearest_neighbour_distance(reference, reference) == pytest.approx(0)
+
+    # The identity is a perfect prior; one that decodes zeros misses by |x|.
+    class Prior(torch.nn.Module):
+        def __init__(self, scale):
+            super().__init__()
+            self.scale = scale
+
+        def encode(self, x):
+            return x
+
+        def decode(self, code):
+            return self.scale * code
+
+    assert reconstruction_error(cf, Prior(1.0)) == pytest.approx(0)
+    assert reconstruction_error(cf, Prior(0.0)) == pytest.approx(0.41 / 8)
+    with pytest.raises(ValueError, match="same shape"):
+        mean_absolute_change(X, cf[:1])
+
+
+def test_score_counterfactuals_on_a_known_rule():
+    from imbcfkd.metrics import score_counterfactuals
+
+    # The classifier looks at feature 1 (the shortcut), the teacher at
+    # feature 0 (the class), the confounder model at feature 1.
+    class Threshold:
+        def __init__(self, feature):
+            self.feature = feature
+
+        def predict(self, X):
+            return (np.asarray(X)[:, self.feature] > 0.5).astype(int)
+
+    X = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
+    cf = np.array([[0.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 0.0]])
+    scores = score_counterfactuals(
+        X,
+        cf,
+        [1, 1, 0, 0],
+        classifier=Threshold(1),
+        teacher=Threshold(0).predict,
+        confounder=Threshold(1),
+        reference=X,
+    )
+    # Flipped: 0, 1 and 3. True among them: only 1. Shortcut: 0 and 3.
+    assert scores["flip_rate"] == 0.75
+    assert scores["true_rate"] == pytest.approx(1 / 3)
+    assert scores["shortcut_detection_rate"] == pytest.approx(2 / 3)
+    assert scores["closeness"] == pytest.approx(4 / 8)
+    assert scores["sparsity"] == pytest.approx(4 / 8)
+    assert "reconstruction_error" not in scores
+    assert scores["nearest_neighbour_distance"] > 0
