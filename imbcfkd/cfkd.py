@@ -99,19 +99,25 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
         Shape of one image when ``X`` holds flattened images, e.g.
         ``(3, 16, 16)`` for 768 features. ``None`` takes 4-D ``X`` as images
         and 2-D ``X`` as plain feature vectors.
-    n_counterfactuals : int, default=1000
-        Counterfactuals generated per round, as in the paper. 0 skips CFKD
-        and returns the batch-balanced base classifier.
-    n_rounds : int, default=1
-        Rounds of explanation, teaching and fine-tuning.
+    n_counterfactuals : int, default=250
+        Counterfactuals generated per round; the default rounds make 1000 in
+        all, as in the paper. 0 skips CFKD and returns the batch-balanced
+        base classifier.
+    n_rounds : int, default=4
+        Rounds of explanation, teaching and fine-tuning. Each round explains
+        the classifier as the previous round left it, so a shortcut it falls
+        back on, or a new one, is exposed again; short rounds keep it from
+        memorising the counterfactuals instead of unlearning the shortcut.
     keep_true_counterfactuals : bool, default=False
         Also fine-tune on true counterfactuals (labelled with their target
         class), not only on the false ones that expose shortcuts.
     counterfactual_share : float, default=0.5
         Share of every fine-tuning batch drawn from the counterfactuals; the
         rest are original images.
-    finetune_epochs : int, default=5
-        Epochs of fine-tuning per round.
+    finetune_epochs : int, default=2
+        Epochs of fine-tuning per round. An epoch shows each original
+        training image once on average, however many counterfactuals have
+        been collected.
     finetune_lr : float, default=None
         Learning rate of fine-tuning. ``None`` continues with the net's
         optimizer as it is.
@@ -230,11 +236,11 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
         net=None,
         explainer=None,
         input_shape=None,
-        n_counterfactuals=1000,
-        n_rounds=1,
+        n_counterfactuals=250,
+        n_rounds=4,
         keep_true_counterfactuals=False,
         counterfactual_share=0.5,
-        finetune_epochs=5,
+        finetune_epochs=2,
         finetune_lr=None,
         validation_fraction=0.2,
         teacher_checks_sources=True,

@@ -384,12 +384,14 @@ def _generator(random_state):
 class GradientExplainer(_SearchExplainer):
     """Gradient search for a smooth, small perturbation that flips a net.
 
-    The perturbation is optimised at a reduced resolution and upsampled
+    The perturbation is optimised at reduced resolutions and upsampled
     bilinearly, which keeps it low-frequency (a colour cast, a blob) rather
-    than adversarial pixel noise. The loss is the cross-entropy towards the
-    target class plus an L1 closeness penalty on the perturbation. All
-    samples of a batch are optimised together; each keeps the first
-    perturbation that reaches its target.
+    than adversarial pixel noise; by default it is the sum of a colour shift
+    of the whole image and a coarse 4x4 pattern. The loss is the
+    cross-entropy towards the target class plus an L1 closeness penalty on
+    the perturbation. All samples of a batch are optimised together; each
+    keeps the first perturbation that the net assigns to its target with
+    ``target_confidence``.
 
     Parameters
     ----------
@@ -399,17 +401,23 @@ class GradientExplainer(_SearchExplainer):
         Learning rate of the Adam optimiser over the perturbation.
     closeness : float, default=0.1
         Weight of the L1 penalty on the perturbation.
-    target_confidence : float in (0, 1) or None, default=None
+    target_confidence : float in (0, 1) or None, default=0.9
         A counterfactual succeeds once the net gives its target class at
         least this probability (and predicts it). ``None`` stops at the
         first candidate the net assigns to the target, just across the
         decision boundary; a higher value asks for an edit the net is sure
         of, which carries the decisive feature further (a whole colour cast
-        rather than a hint of one).
-    smoothing : int, default=4
+        rather than a hint of one). A net that is rarely this confident
+        needs more ``steps`` or a lower value; a sample that does not get
+        there returns its last attempt, with ``reached`` false.
+    smoothing : int or tuple of int, default=(16, 4)
         Downsampling factor of the perturbation: ``4`` optimises a 4x4
-        image for a 16x16 input. ``1`` perturbs every pixel freely. Ignored
-        for feature vectors.
+        image for a 16x16 input, ``1`` perturbs every pixel freely. A tuple
+        sums perturbations at several scales, each upsampled to the image:
+        the default adds a colour shift of the whole image (one value per
+        channel at 16x16) to a 4x4 pattern, so that the search can explain
+        with a global change, such as a colour cast, where that suffices
+        and with a local one where it does not. Ignored for feature vectors.
     surrogate : {"noise", "adversarial"} or None, default=None
         Take the search's gradients from a smooth surrogate of the net
         rather than from the net itself, whose raw gradients point to
@@ -481,8 +489,8 @@ class GradientExplainer(_SearchExplainer):
         steps=60,
         step_size=0.05,
         closeness=0.1,
-        target_confidence=None,
-        smoothing=4,
+        target_confidence=0.9,
+        smoothing=(16, 4),
         surrogate=None,
         surrogate_epochs=3,
         surrogate_noise=0.1,
@@ -529,12 +537,18 @@ class GradientExplainer(_SearchExplainer):
         # One block of the variable per scale, each a coarse image that is
         # upsampled to the input's size; the change is their sum.
         factors = _as_tuple(self.smoothing)
+        if not factors or not all(
+            isinstance(f, Integral) and not isinstance(f, bool) and f >= 1
+            for f in factors
+        ):
+            raise ValueError(
+                "smoothing must be a downsampling factor of at least 1 or a "
+                f"non-empty tuple of them, such as (16, 4); got {self.smoothing!r}."
+            )
         channels, size = x.shape[1], tuple(x.shape[2:])
         grids = [tuple(-(-side // factor) for side in size) for factor in factors]
         lengths = [channels * h * w for h, w in grids]
-        delta = torch.zeros(
-            (len(x), sum(lengths)), device=x.device, requires_grad=True
-        )
+        delta = torch.zeros((len(x), sum(lengths)), device=x.device, requires_grad=True)
 
         def change_of(delta, rows):
             change = 0
@@ -587,13 +601,15 @@ class AutoencoderExplainer(_SearchExplainer):
         Learning rate of the Adam optimiser over the latent change.
     closeness : float, default=0.1
         Weight of the L1 penalty on the change in pixels.
-    target_confidence : float in (0, 1) or None, default=None
+    target_confidence : float in (0, 1) or None, default=0.9
         A counterfactual succeeds once the net gives its target class at
         least this probability (and predicts it). ``None`` stops at the
         first candidate the net assigns to the target, just across the
         decision boundary; a higher value asks for an edit the net is sure
         of, which carries the decisive feature further (a whole colour cast
-        rather than a hint of one).
+        rather than a hint of one). A net that is rarely this confident
+        needs more ``steps`` or a lower value; a sample that does not get
+        there returns its last attempt, with ``reached`` false.
     surrogate : {"noise", "adversarial"} or None, default=None
         Take the search's gradients from a smooth surrogate of the net
         rather than from the net itself, whose raw gradients point to
@@ -680,7 +696,7 @@ class AutoencoderExplainer(_SearchExplainer):
         steps=60,
         step_size=0.1,
         closeness=0.1,
-        target_confidence=None,
+        target_confidence=0.9,
         surrogate=None,
         surrogate_epochs=3,
         surrogate_noise=0.1,

@@ -74,6 +74,7 @@ def tiny_cfkd(**params):
         "net": make_net("resnet", max_epochs=5, batch_size=16, module__width=8),
         "explainer": GradientExplainer(steps=20),
         "n_counterfactuals": 20,
+        "n_rounds": 1,
         "finetune_epochs": 1,
         "random_state": 0,
     }

@@ -29,11 +29,13 @@ from imbcfkd.sampling import BalancedBatchSampler
 
 @pytest.fixture(scope="module")
 def corrected(bars, oracle_teacher):
+    # The default schedule (4 rounds of 2 epochs), with 50 counterfactuals a
+    # round for these small images.
     X, y = bars[:2]
     clf = CFKDClassifier(
         teacher=oracle_teacher,
         net=make_net(max_epochs=10),
-        n_counterfactuals=200,
+        n_counterfactuals=50,
         random_state=1,
     )
     return clf.fit(X, y)
@@ -51,7 +53,8 @@ def test_cfkd_repairs_the_group_without_the_shortcut(bars, corrected):
     assert base[(1, False)] < 0.5
     assert after[(1, False)] > base[(1, False)] + 0.3
     assert min(after.values()) > min(base.values()) + 0.3
-    assert corrected.history_[0]["accepted"]
+    assert len(corrected.history_) == 4
+    assert any(entry["accepted"] for entry in corrected.history_)
     assert corrected.net_ is not corrected.base_net_
 
 
@@ -89,16 +92,23 @@ def test_fitted_state_describes_every_counterfactual(bars, corrected):
         "teacher_wrong_on_source",
     }
 
-    entry = corrected.history_[0]
-    assert entry["n_counterfactuals"] == n
-    assert entry["flip_rate"] == pytest.approx(records["flipped"].mean())
-    judged = records["verdict"] != ""
-    assert entry["feedback_accuracy"] == pytest.approx(
-        np.mean(records["verdict"][judged] == "true")
-    )
-    assert entry["n_kept"] == kept.sum()
-    assert entry["score_after"] > entry["score_before"]
-    assert entry["seconds"] > 0 and entry["counterfactuals_per_second"] > 0
+    # One summary per round, each describing that round's records; later
+    # rounds replay the counterfactuals kept before them.
+    np.testing.assert_array_equal(np.bincount(records["round"].astype(int)), [50] * 4)
+    n_replayed = 0
+    for index, entry in enumerate(corrected.history_):
+        rows = records["round"] == index
+        judged = rows & (records["verdict"] != "")
+        n_replayed += kept[rows].sum()
+        assert entry["n_counterfactuals"] == 50
+        assert entry["flip_rate"] == pytest.approx(records["flipped"][rows].mean())
+        assert entry["feedback_accuracy"] == pytest.approx(
+            np.mean(records["verdict"][judged] == "true")
+        )
+        assert entry["n_kept"] == kept[rows].sum()
+        assert entry["n_replayed"] == n_replayed
+        assert entry["seconds"] > 0 and entry["counterfactuals_per_second"] > 0
+    assert corrected.history_[0]["score_after"] > corrected.history_[0]["score_before"]
     assert corrected.classes_.tolist() == [0, 1]
     assert corrected.n_features_in_ == 3 * 8 * 8
 
@@ -293,6 +303,33 @@ def test_finetuning_loader_skips_groups_missing_from_a_split():
     subset = Subset(SkorchDataset(X, y), np.arange(8))
     loader = _finetuning_loader(subset, 4, groups, {0: 0.5, 1: 0.5})
     assert all(len(batch[1]) == 4 for batch in loader)
+
+
+def test_a_finetuning_epoch_shows_each_original_once_whatever_the_pool(
+    bars, oracle_teacher
+):
+    X, y = bars[:2]
+    for n_pool in (40, 400):
+        X_all = np.concatenate([X, np.resize(X, (n_pool,) + X.shape[1:])])
+        y_all = np.r_[y, np.resize(y, n_pool)]
+        groups = np.r_[np.zeros(len(y), int), np.ones(n_pool, int)]
+        loader = _finetuning_loader(
+            SkorchDataset(X_all, y_all), 16, groups, {0: 0.75, 1: 0.25}
+        )
+        # 12 originals a batch: the 240 originals take 20 batches.
+        assert [len(batch[1]) for batch in loader] == [16] * 20
+
+    # Each round fine-tunes for finetune_epochs such epochs, while the pool
+    # of counterfactuals grows.
+    clf = tiny_cfkd(
+        teacher=oracle_teacher,
+        n_rounds=2,
+        finetune_epochs=3,
+        validation_fraction=None,
+    ).fit(X, y)
+    assert clf.history_[1]["n_replayed"] > clf.history_[0]["n_kept"] > 0
+    epochs = clf.net_.history[-6:]
+    assert [len(epoch["batches"]) for epoch in epochs] == [len(y) // 8] * 6
 
 
 def test_no_round_trains_on_all_data(bars):

@@ -29,7 +29,9 @@ def test_explainer_flips_a_trained_classifier(bars, trained_net):
 def test_counterfactuals_stay_close_and_in_range(bars, trained_net):
     X_train, y_train = bars[:2]
     X, y = _sources(trained_net, X_train, y_train)
-    explainer = GradientExplainer(smoothing=2).fit(X_train, y_train)
+    # Minimal edits: each search stops as soon as the net predicts the target.
+    explainer = GradientExplainer(smoothing=2, target_confidence=None)
+    explainer.fit(X_train, y_train)
     counterfactuals, _ = explainer.explain(trained_net, X, 1 - y)
 
     # A counterfactual is nearer its source than real images of its target are.
@@ -45,7 +47,8 @@ def test_counterfactuals_stay_close_and_in_range(bars, trained_net):
     assert np.all(counterfactuals <= high + 1e-6)
 
     # A stronger closeness penalty gives smaller edits.
-    strict = GradientExplainer(smoothing=2, closeness=2.0).fit(X_train, y_train)
+    strict = GradientExplainer(smoothing=2, closeness=2.0, target_confidence=None)
+    strict.fit(X_train, y_train)
     strict_counterfactuals, _ = strict.explain(trained_net, X, 1 - y)
     assert np.abs(strict_counterfactuals - X).mean() < change
 
@@ -82,9 +85,8 @@ def test_explainer_handles_feature_vectors_and_restores_training_mode():
     torch.manual_seed(0)
     net = make_net("mlp", input_shape=(4,), max_epochs=20).fit(X, y)
     net.module_.train()
-    counterfactuals, reached = GradientExplainer(steps=100, step_size=0.1).explain(
-        net, X, 1 - y
-    )
+    explainer = GradientExplainer(steps=100, step_size=0.1, target_confidence=None)
+    counterfactuals, reached = explainer.explain(net, X, 1 - y)
     assert net.module_.training
     assert reached.mean() > 0.9
     # Only the first feature decides the class, so it changes the most.
@@ -119,7 +121,8 @@ def test_autoencoder_explainer_flips_the_student(digits_task):
 
     data, net, sources = digits_task
     X, y = data.train.X[sources], data.train.y[sources]
-    explainer = AutoencoderExplainer(epochs=60, random_state=0).fit(data.train.X)
+    explainer = AutoencoderExplainer(epochs=60, target_confidence=None, random_state=0)
+    explainer.fit(data.train.X)
     assert explainer.reconstruction_error_ < 0.1
 
     counterfactuals, reached = explainer.explain(net, X, 1 - y)
@@ -164,6 +167,53 @@ def test_autoencoder_explainer_on_feature_vectors():
     explainer = AutoencoderExplainer(epochs=30, random_state=0).fit(X)
     _, reached = explainer.explain(net, X[:50], 1 - y[:50])
     assert reached.mean() > 0.8
+
+
+def test_target_confidence_asks_for_edits_the_net_is_sure_of(digits_task):
+    data, net, sources = digits_task
+    X, y = data.train.X[sources], data.train.y[sources]
+    minimal, minimal_reached = GradientExplainer(target_confidence=None).explain(
+        net, X, 1 - y
+    )
+    sure, reached = GradientExplainer(target_confidence=0.95).explain(net, X, 1 - y)
+
+    assert reached.mean() >= 0.9
+    proba = net.predict_proba(sure)[np.arange(len(y)), 1 - y]
+    # Reached means predicted, and with the confidence asked for.
+    assert np.all(net.predict(sure)[reached] == 1 - y[reached])
+    assert np.all(proba[reached] >= 0.95 - 1e-4)
+    minimal_proba = net.predict_proba(minimal)[np.arange(len(y)), 1 - y]
+    assert np.mean(minimal_proba[minimal_reached] < 0.95) > 0.5
+    # Getting there takes a larger edit than just crossing the boundary.
+    assert np.abs(sure - X).mean() > 1.2 * np.abs(minimal - X).mean()
+
+
+def test_coarsest_scale_is_a_colour_shift_towards_the_cast(digits_task):
+    data, net, sources = digits_task
+    X, y = data.train.X[sources], data.train.y[sources]
+    cast = data.train.confounder[sources]
+    explainer = GradientExplainer(smoothing=(16,))
+    shift, reached = explainer.explain(net, X, 1 - y)
+    change = shift - X
+    # One value per channel: the same change at every pixel (where not clipped).
+    inside = (shift > 0.01) & (shift < 0.99)
+    spread = [
+        np.ptp(change[i, c][inside[i, c]]) for i in range(len(X)) for c in range(3)
+    ]
+    assert np.median(spread) < 1e-5
+    # The student links the warm cast (red above blue) with the rare class, so
+    # the shift warms plain majority digits and cools cast minority digits.
+    warmth = (change[:, 0] - change[:, 2]).mean(axis=(1, 2))
+    assert np.mean(warmth[reached & (y == 0) & ~cast] > 0) > 0.8
+    assert np.mean(warmth[reached & (y == 1) & cast] < 0) > 0.8
+
+    # Scales add up: the default's edit is neither scale's alone.
+    both, both_reached = GradientExplainer(smoothing=(16, 4)).explain(net, X, 1 - y)
+    local, _ = GradientExplainer(smoothing=4).explain(net, X, 1 - y)
+    assert both_reached.mean() >= 0.9
+    assert not np.allclose(both, shift) and not np.allclose(both, local)
+    with pytest.raises(ValueError, match="smoothing must be"):
+        GradientExplainer(smoothing=(4, 0)).explain(net, X[:2], 1 - y[:2])
 
 
 # The SCE ingredients: smooth surrogate, sparsity, exploration -----------------
@@ -246,7 +296,7 @@ def test_locked_region_forces_another_explanation(digits_task):
 
     data, net, sources = digits_task
     X, y = data.train.X[sources], data.train.y[sources]
-    explainer = GradientExplainer(smoothing=2)
+    explainer = GradientExplainer(smoothing=2, target_confidence=None)
     first, _ = explainer.explain(net, X, 1 - y)
     locked = changed_region(X, first, threshold=0.5)
     assert 0 < locked.mean() < 1
