@@ -34,6 +34,7 @@ from explainers import (  # noqa: E402
 DEFAULT_VARIANTS = [
     "ideal",
     "gradient",
+    "gradient-scales-confidence",
     "gradient+adversarial",
     "gradient+sparse",
     "autoencoder",

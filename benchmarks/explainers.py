@@ -22,11 +22,14 @@ reports, per explainer:
 
 ``ideal`` is not a method but a yardstick: it swaps the colour cast under
 the ink, which is what a perfect explainer of the confounded digits would
-do. The variants switch the SCE ingredients on one at a time: the smooth
-surrogate (``+noise``, ``+adversarial``), the on-manifold prior
-(``autoencoder``), sparsity (``+sparse``) and exploration (``+explore``:
-a second counterfactual per source with the first one's region locked;
-its rows describe the second counterfactuals).
+do. The variants (see :data:`VARIANTS`) switch one ingredient off or on at a
+time: the multi-scale search with its whole-image colour shift
+(``-scales``) and the target confidence (``-confidence``) of the default
+gradient explainer, and the SCE ingredients: the smooth surrogate
+(``+noise``, ``+adversarial``), the on-manifold prior (``autoencoder``),
+sparsity (``+sparse``) and exploration (``+explore``: a second
+counterfactual per source with the first one's region locked; its rows
+describe the second counterfactuals).
 
     python benchmarks/explainers.py                      # all variants
     python benchmarks/explainers.py --variants gradient autoencoder+noise
@@ -55,9 +58,20 @@ from imbcfkd.metrics import score_counterfactuals
 #: locked for the second one in the ``+explore`` variants.
 EXPLORE_THRESHOLD = 0.5
 
-#: Options of each explainer variant, by name.
+#: Options of each explainer variant, by name. ``gradient`` is
+#: GradientExplainer's defaults (a whole-image colour shift plus a 4x4
+#: pattern, searched until the student is 90% sure); ``-scales`` drops the
+#: colour shift, ``-confidence`` stops at the first flip, and
+#: ``gradient-scales-confidence`` is what the gradient explainer did before
+#: both were added. ``+`` switches one SCE ingredient on.
 VARIANTS = {
     "gradient": ("gradient", {}),
+    "gradient-scales": ("gradient", {"smoothing": 4}),
+    "gradient-confidence": ("gradient", {"target_confidence": None}),
+    "gradient-scales-confidence": (
+        "gradient",
+        {"smoothing": 4, "target_confidence": None},
+    ),
     "gradient+noise": ("gradient", {"surrogate": "noise"}),
     "gradient+adversarial": (
         "gradient",
@@ -69,10 +83,6 @@ VARIANTS = {
     "autoencoder+noise": ("autoencoder", {"surrogate": "noise"}),
     "autoencoder+sparse": ("autoencoder", {"mask_threshold": 0.25}),
     "autoencoder+explore": ("autoencoder", {}),
-    "autoencoder+noise+sparse": (
-        "autoencoder",
-        {"surrogate": "noise", "mask_threshold": 0.25},
-    ),
     "ideal": ("ideal", {}),
 }
 

@@ -160,10 +160,64 @@ def _report(rows, args, settings, seconds):
     return "\n".join(lines) + "\n" + _tables(rows)
 
 
+def targets(rows):
+    """CFKD against the other methods and the oracle, cell by cell.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Rows of :func:`imbcfkd.experiments.run_grid` with CFKD, CE+BB and the
+        oracle, and any other methods.
+
+    Returns
+    -------
+    summary : dict
+        ``best_f1`` and ``best_wga``: the cells where CFKD has the best mean
+        (the oracle aside); ``gap_closed``: per cell, the share of the worst
+        group accuracy gap between CE+BB and the oracle that CFKD closes,
+        ``(CFKD - CE+BB) / (Oracle - CE+BB)`` of the means; ``n_cells``.
+    """
+    f1, wga = summarize(rows, "f1"), summarize(rows, "worst_group_accuracy")
+
+    def best(summary, cell):
+        means = {m: v[0] for m, v in summary[cell].items() if m != "Oracle"}
+        return max(means, key=means.get) == "CFKD"
+
+    cells = sorted(c for c in wga if {"CFKD", "CE+BB", "Oracle"} <= set(wga[c]))
+    gap = {}
+    for cell in cells:
+        base, oracle = wga[cell]["CE+BB"][0], wga[cell]["Oracle"][0]
+        gap[cell] = (wga[cell]["CFKD"][0] - base) / (oracle - base)
+    return {
+        "best_f1": [c for c in cells if best(f1, c)],
+        "best_wga": [c for c in cells if best(wga, c)],
+        "gap_closed": gap,
+        "n_cells": len(cells),
+    }
+
+
 def _tables(rows):
     lines = []
     for metric, title in METRICS.items():
         lines += [f"## {title}", "", markdown_table(rows, metric), ""]
+    summary = targets(rows)
+    if summary["n_cells"]:
+        gaps = summary["gap_closed"]
+        lines += [
+            "## CFKD against the others",
+            "",
+            f"- Best mean F1 in {len(summary['best_f1'])} of "
+            f"{summary['n_cells']} cells, best mean worst group accuracy in "
+            f"{len(summary['best_wga'])} (the oracle aside).",
+            "- Share of the worst group accuracy gap between CE+BB and the oracle "
+            f"that CFKD closes: {100 * np.mean(list(gaps.values())):.0f}% on "
+            "average; "
+            + ", ".join(
+                f"{100 * g:.0f}% at n={c[0]}, k={c[1]:g}" for c, g in gaps.items()
+            )
+            + ".",
+            "",
+        ]
     ratios = fit_time_ratio(rows)
     if ratios:
         fit = summarize(rows, "fit_seconds")
@@ -178,6 +232,11 @@ def _tables(rows):
                 f"| {cell[0]} | {cell[1]:g} | {fit[cell]['CE+BB'][0]:.1f} | "
                 f"{fit[cell]['CFKD'][0]:.1f} | {ratio:.2f} |"
             )
+        totals = [sum(fit[c][m][0] for c in ratios) for m in ("CE+BB", "CFKD")]
+        lines.append(
+            f"| all | | {totals[0]:.1f} | {totals[1]:.1f} | "
+            f"{totals[1] / totals[0]:.2f} |"
+        )
         lines.append("")
     cfkd = [row for row in rows if row["method"] == "CFKD" and "flip_rate" in row]
     if cfkd:

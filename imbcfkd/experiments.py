@@ -166,7 +166,9 @@ def run_experiment(
         ``worst_group_accuracy``, ``group_0`` .. ``group_3`` (accuracy per
         group), ``fit_seconds``, ``n_train``, ``pid`` (of the process that
         ran it) and, for CFKD, ``flip_rate``, ``feedback_accuracy``,
-        ``n_kept`` and ``accepted`` of its first round.
+        ``n_kept`` and ``accepted`` of its first round, ``n_rounds`` and
+        ``n_accepted`` (rounds run and kept), and ``last_feedback_accuracy``
+        (the share of true counterfactuals in its last round).
     """
     data, net = _prepare(
         dataset,
@@ -221,6 +223,9 @@ def run_experiment(
             feedback_accuracy=first["feedback_accuracy"],
             n_kept=first["n_kept"],
             accepted=first["accepted"],
+            n_rounds=len(estimator.history_),
+            n_accepted=sum(entry["accepted"] for entry in estimator.history_),
+            last_feedback_accuracy=estimator.history_[-1]["feedback_accuracy"],
         )
     if return_features:
         row["features"] = representation(estimator, test.X)

@@ -299,3 +299,57 @@ def test_scripts_say_what_to_download_when_a_folder_is_missing(tmp_path):
         message = result.stderr.strip().splitlines()[-1]
         assert message.startswith("error: CelebA folder"), message
         assert "img_align_celeba" in message and "never downloads" in message
+
+
+def test_targets_count_cells_and_the_gap_closed():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from table1 import targets
+
+    def row(cell, method, f1, wga):
+        return {
+            "n_minority": cell[0],
+            "imbalance_ratio": cell[1],
+            "method": method,
+            "f1": f1,
+            "worst_group_accuracy": wga,
+        }
+
+    rows = [
+        # CFKD best in both metrics; closes (0.7 - 0.2) / (0.9 - 0.2) of the gap.
+        row((100, 10), "CE+BB", 0.5, 0.2),
+        row((100, 10), "FL", 0.6, 0.3),
+        row((100, 10), "CFKD", 0.7, 0.7),
+        row((100, 10), "Oracle", 0.9, 0.9),
+        # FL has the best F1; the oracle's F1 does not count.
+        row((200, 30), "CE+BB", 0.5, 0.4),
+        row((200, 30), "FL", 0.8, 0.5),
+        row((200, 30), "CFKD", 0.7, 0.6),
+        row((200, 30), "Oracle", 0.9, 0.8),
+    ]
+    summary = targets(rows)
+    assert summary["n_cells"] == 2
+    assert summary["best_f1"] == [(100, 10)]
+    assert summary["best_wga"] == [(100, 10), (200, 30)]
+    assert summary["gap_closed"][(100, 10)] == pytest.approx(5 / 7)
+    assert summary["gap_closed"][(200, 30)] == pytest.approx(0.5)
+
+
+def test_ablation_script_quick_mode(tmp_path):
+    stdout = _run_script(
+        "ablation.py", "--quick", "--n-jobs", 1, "--cells", "20,2",
+        "--configs", "CFKD", "1 round", "--output-dir", tmp_path,
+    )  # fmt: skip
+    rows = read_csv(tmp_path / "runs.csv")
+    assert sorted({row["method"] for row in rows}) == [
+        "1 round",
+        "CE+BB",
+        "CFKD",
+        "Oracle",
+    ]
+    # The default runs four rounds; the previous schedule one.
+    rounds = {row["method"]: row["n_rounds"] for row in rows if row["n_rounds"] != ""}
+    report = (tmp_path / "ablation.md").read_text()
+    for name in ("CE+BB", "Oracle", "CFKD", "1 round"):
+        assert f"| {name} |" in report
+    assert report in stdout
+    assert rounds == {"CFKD": 4, "1 round": 1}
