@@ -51,6 +51,9 @@ def configurations():
             configs[variant] = {"explainer": make_explainer(variant)}
     configs["explore"] = {"explore_threshold": 0.5}
     configs["keep true"] = {"keep_true_counterfactuals": True}
+    configs["1 epoch per round"] = {"finetune_epochs": 1}
+    configs["2 epochs per round"] = {"finetune_epochs": 2}
+    configs["8 rounds"] = {"n_rounds": 8, "n_counterfactuals": 125, "finetune_epochs": 1}
     configs["1 round"] = dict(PREVIOUS_SCHEDULE)
     configs["1 round, previous explainer"] = {
         **PREVIOUS_SCHEDULE,
