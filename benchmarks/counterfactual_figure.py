@@ -65,7 +65,9 @@ def main(argv=None):
         sys.exit("error: the figure needs matplotlib: pip install 'imbcfkd[plot]'")
 
     data, student, oracle, confounder, _ = prepare_from_args(args)
-    X, target = draw_sources(data.train, student, args.n_sources, args.random_state)
+    X, target = draw_sources(
+        data.train, student, args.n_sources, args.random_state, replace=False
+    )
     columns = [("source", X)]
     for variant in args.variants:
         prior_params = QUICK["prior_params"] if args.quick else None

@@ -205,14 +205,20 @@ def prepare_from_args(args):
     )
 
 
-def draw_sources(train, student, n, random_state=0):
-    """Correctly classified training images, half from each class."""
+def draw_sources(train, student, n, random_state=0, replace=True):
+    """Correctly classified training images, half from each class.
+
+    With ``replace`` (needed for more sources than the rare class has), an
+    image may be drawn more than once.
+    """
     rng = np.random.RandomState(random_state)
     correct = student.predict(train.X) == train.y
     half = n // 2
     sources = np.concatenate(
         [
-            rng.choice(np.flatnonzero(correct & (train.y == label)), size, replace=True)
+            rng.choice(
+                np.flatnonzero(correct & (train.y == label)), size, replace=replace
+            )
             for label, size in ((0, half), (1, n - half))
         ]
     )

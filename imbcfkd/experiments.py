@@ -244,9 +244,16 @@ def run_grid(
 ):
     """Run every method on every ``(n_minority, imbalance_ratio)`` cell and seed.
 
-    The oracle of each seed is trained once, first, and shared by that seed's
-    CFKD runs (as their teacher) and ``"Oracle"`` rows. Then every run is a
-    joblib task.
+    The oracle of each seed is trained once, first, on the oracle set of the
+    first cell, and shared by that seed's CFKD runs (as their teacher) and
+    ``"Oracle"`` rows in every cell. Then every run is a joblib task.
+
+    Sharing is valid because a seed's oracle images come from the same pool
+    of source digits in every cell, disjoint from every cell's test set; but
+    which images are drawn from that pool depends on the cell. So a cell's
+    CFKD and oracle rows depend on which cell comes first in ``cells``, and
+    :func:`run_experiment` on its own (which trains the cell's own oracle)
+    gives the same rows as a grid only for the grid's first cell.
 
     Parameters
     ----------
@@ -296,8 +303,9 @@ def run_grid(
 
     oracles = {}
     if {"CFKD", "Oracle"} & set(methods):
-        # The oracle set of a seed is drawn from the same pool of images in
-        # every cell, so one oracle per seed serves all cells.
+        # The oracle images of a seed come from the same pool in every cell,
+        # disjoint from every test set, so one oracle per seed serves all
+        # cells (drawn for the first cell; see the docstring).
         n_minority, imbalance_ratio = cells[0]
         fitted = parallel(
             delayed(_fit_oracle_task)(n_minority, imbalance_ratio, seed, **params)
