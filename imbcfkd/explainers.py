@@ -166,7 +166,7 @@ class _SearchExplainer(BaseEstimator):
         """
         optimizer = torch.optim.Adam([variable], lr=self.step_size)
         reached = torch.zeros(len(target), dtype=torch.bool, device=target.device)
-        best = None
+        best = x.clone()
         for _ in range(steps + 1):
             active = torch.nonzero(~reached).squeeze(1)
             n_active = len(active)
@@ -187,8 +187,6 @@ class _SearchExplainer(BaseEstimator):
             else:
                 with torch.no_grad():
                     judged = module(candidate)
-            if best is None:
-                best = x.clone()
 
             # Keep the first candidate of each sample that reaches its target,
             # and the latest one of each sample that has not (yet).
