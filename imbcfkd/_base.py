@@ -21,6 +21,16 @@ class _NetClassifierMixin:
     ``input_shape_`` for the net and back to the user's layout.
     """
 
+    # What imbcfkd.persistence saves of a fitted classifier.
+    _saved_attributes = (
+        "classes_",
+        "n_features_in_",
+        "feature_names_in_",
+        "input_shape_",
+        "_user_shape",
+    )
+    _saved_nets = ("net_",)
+
     def predict(self, X):
         """Predict the class of each sample.
 

@@ -126,6 +126,11 @@ class BaselineClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
     (184, [92, 28])
     """
 
+    _saved_attributes = _NetClassifierMixin._saved_attributes + (
+        "class_weight_",
+        "n_training_samples_",
+    )
+
     _parameter_constraints = {
         "method": [StrOptions(set(METHODS))],
         "net": [HasMethods(["fit", "predict_proba"]), None],
@@ -203,10 +208,13 @@ class BaselineClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
             self.class_weight_ = len(y) / (len(counts) * counts.astype(np.float64))
 
         net = self._make_net()
-        net.set_params(**self._method_params())
         with _seeded_torch(seed):
             self.net_ = net.fit(X, y)
         return self
+
+    def _make_net(self):
+        net = super()._make_net()
+        return net.set_params(**self._method_params())
 
     def _method_params(self):
         """The net's training iterator and criterion for ``method``."""

@@ -10,6 +10,8 @@ the teacher's label, removes the shortcut.
 """
 
 import copy
+import inspect
+import os
 import time
 import warnings
 from functools import partial
@@ -23,6 +25,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval
 
 from ._base import _NetClassifierMixin, _seeded_torch
+from ._resume import RunFolder, fingerprint
+from ._serialization import describe, load_net_state, net_state
 from .exceptions import CounterfactualWarning
 from .explainers import GradientExplainer, changed_region
 from .sampling import (
@@ -80,8 +84,10 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
         Maps an array of images (in the format given to ``fit``) to one label
         per image, in the label space of ``y``, or
         :data:`imbcfkd.OUT_OF_DISTRIBUTION` where it cannot judge. Usually an
-        :class:`imbcfkd.OracleTeacher` or a domain expert behind a callable.
-        Required for fitting.
+        :class:`imbcfkd.OracleTeacher`, or a domain expert asked through a
+        :class:`imbcfkd.HumanTeacher`. A teacher with an ``originals``
+        parameter is also given the image each counterfactual was made
+        from. Required for fitting.
     net : skorch.NeuralNetClassifier, default=None
         The classifier to train and correct; it is cloned, never modified.
         When its module accepts ``input_shape`` and ``n_classes`` (as the
@@ -137,6 +143,19 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
         finds it with this threshold (higher locks less). Needs images and
         an explainer whose ``explain`` takes ``locked``, as the built-in
         ones do. ``None`` explains a recycled source the same way again.
+    work_dir : str or path-like, default=None
+        A working folder that makes ``fit`` resumable. Each stage (the base
+        classifier, every round's counterfactuals and fine-tuned classifier)
+        is saved there when done, and every teacher answer the moment the
+        teacher gives it. A fit that was interrupted (a crash, Ctrl-C, a
+        :class:`~imbcfkd.exceptions.AnnotationIncomplete` from a
+        :class:`~imbcfkd.HumanTeacher`) and is started again with the same
+        data and parameters loads what is done, asks the teacher only for
+        what is missing and ends as the uninterrupted fit would have. A
+        folder of another run raises ``ValueError``; ``teacher`` and
+        ``verbose`` may change between the two. Files load without running
+        code from them. ``None`` keeps nothing. Do not share one folder
+        between the fits of a cross-validation.
     random_state : int, RandomState instance or None, default=None
         Seeds the validation split, the choice of sources and PyTorch (for
         weight initialisation and batch order) for the duration of ``fit``,
@@ -211,6 +230,12 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
     (3,)
     """
 
+    _saved_attributes = _NetClassifierMixin._saved_attributes + (
+        "history_",
+        "counterfactuals_",
+    )
+    _saved_nets = ("base_net_", "net_")
+
     _parameter_constraints = {
         "teacher": [callable, None],
         "net": [HasMethods(["fit", "predict_proba", "partial_fit"]), None],
@@ -225,6 +250,7 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
         "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
         "teacher_checks_sources": ["boolean"],
         "explore_threshold": [Interval(Real, 0, 1, closed="neither"), None],
+        "work_dir": [str, os.PathLike, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -245,6 +271,7 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
         validation_fraction=0.2,
         teacher_checks_sources=True,
         explore_threshold=None,
+        work_dir=None,
         random_state=None,
         verbose=0,
     ):
@@ -261,6 +288,7 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.teacher_checks_sources = teacher_checks_sources
         self.explore_threshold = explore_threshold
+        self.work_dir = work_dir
         self.random_state = random_state
         self.verbose = verbose
 
@@ -292,7 +320,13 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
             )
         X, y = self._validate_training_data(X, y)
         rng = check_random_state(self.random_state)
-        seed = int(rng.randint(np.iinfo(np.int32).max))
+        run = self._open_work_dir(X, y)
+        if run.path is not None and rng is np.random.mtrand._rand:
+            # A resumed run restores the random state: never NumPy's global one.
+            rng = np.random.RandomState(rng.randint(np.iinfo(np.int32).max))
+        seed, train_rows, validation_rows = run.stage(
+            "split", rng, lambda: self._draw_split(y, rng), torch_state=False
+        )
         net = self._make_net()
         explainer = GradientExplainer() if self.explainer is None else self.explainer
         self.explainer_ = clone(explainer, safe=False)
@@ -300,7 +334,6 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
             self.explainer_.set_params(verbose=1)
 
         with _seeded_torch(seed):
-            train_rows, validation_rows = self._split(y, rng)
             X_train, y_train = X[train_rows], y[train_rows]
             validation = (None, None)
             if validation_rows is not None:
@@ -311,10 +344,38 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
                 self._check_explainer(net, X_train[:2], y_train[:2])
 
             self._log(f"Training the base classifier on {len(y_train)} samples.")
-            self.base_net_ = net.fit(X_train, y_train)
+            self.base_net_ = run.stage(
+                "base",
+                rng,
+                lambda: net.fit(X_train, y_train),
+                encode=net_state,
+                decode=lambda state: load_net_state(net, state),
+            )
             self.net_ = self.base_net_
-            self._run_rounds(X_train, y_train, validation, train_rows, rng)
+            self._run = run
+            try:
+                self._run_rounds(X_train, y_train, validation, train_rows, rng)
+            finally:
+                del self._run
         return self
+
+    def _open_work_dir(self, X, y):
+        """The run's working folder (one that keeps nothing without work_dir)."""
+        if self.work_dir is None:
+            return RunFolder(None, {})
+        params = self.get_params(deep=False)
+        for name in ("teacher", "verbose", "work_dir"):
+            params.pop(name)
+        run = RunFolder(
+            self.work_dir,
+            {
+                "data": fingerprint(X, y, describe(self.classes_.tolist())),
+                "parameters": fingerprint(describe(params)),
+            },
+        )
+        if run.n_done:
+            self._log(f"Resuming from {self.work_dir}: {run.n_done} stages done.")
+        return run
 
     # -- the CFKD loop ----------------------------------------------------
 
@@ -335,7 +396,12 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
                 y_train, student.predict(X_train), self.n_counterfactuals, rng
             )
             round_records, explain_seconds = self._teach(
-                student, X_train, y_train, train_sources
+                student,
+                X_train,
+                y_train,
+                train_sources,
+                rng,
+                f"round{round_index}",
             )
             round_records["round"] = np.full(len(train_sources), round_index)
             round_records["source_index"] = train_rows[train_sources]
@@ -359,6 +425,7 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
                     (pool_X, pool_y),
                     rng,
                     entry,
+                    f"round{round_index}",
                 )
             entry["seconds"] = time.perf_counter() - start
             self.history_.append(entry)
@@ -366,8 +433,12 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
 
         self.counterfactuals_ = _stack_records(records, self._user_shape)
 
-    def _teach(self, student, X, y, sources):
-        """Explain ``sources`` with the student and judge them with the teacher."""
+    def _teach(self, student, X, y, sources, rng, stage):
+        """Explain ``sources`` with the student and judge them with the teacher.
+
+        ``stage`` prefixes the names of the explanation's and the teacher's
+        stages in the working folder.
+        """
         if len(sources) == 0:
             return _empty_records(self._user_shape), 0.0
         X_source, y_source = X[sources], y[sources]
@@ -391,13 +462,17 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
         # misbehaving teacher fails here, before the explainer's work.
         if self.teacher_checks_sources:
             ask = np.flatnonzero(reason == "")
-            labels = self._ask_teacher(records["source"][ask])
+            labels = self._ask_teacher(
+                records["source"][ask], None, rng, f"{stage}-source-answers"
+            )
             wrong = labels != y_source[ask]
             reason[ask[wrong]] = TEACHER_WRONG_ON_SOURCE
 
-        start = time.perf_counter()
-        counterfactuals, reached = self._explore(student, X_source, target, sources)
-        explain_seconds = time.perf_counter() - start
+        counterfactuals, reached, explain_seconds = self._run.stage(
+            f"{stage}-explain",
+            rng,
+            lambda: self._timed_explore(student, X_source, target, sources),
+        )
         flipped = student.predict(counterfactuals) == target
         records.update(
             counterfactual=self._to_user(counterfactuals),
@@ -407,7 +482,12 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
         reason[(reason == "") & ~flipped] = NOT_FLIPPED
 
         ask = np.flatnonzero(reason == "")
-        labels = self._ask_teacher(records["counterfactual"][ask])
+        labels = self._ask_teacher(
+            records["counterfactual"][ask],
+            records["source"][ask],
+            rng,
+            f"{stage}-answers",
+        )
         records["teacher_index"][ask] = labels
         known = labels >= 0
         records["teacher_label"][ask[known]] = self.classes_[labels[known]]
@@ -423,10 +503,22 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
         records["kept"] = reason == ""
         return records, explain_seconds
 
-    def _finetune_and_select(self, student, train, validation, pool, rng, entry):
-        """Fine-tune a copy of ``student``; keep it if it scores better."""
+    def _finetune_and_select(self, student, train, validation, pool, rng, entry, stage):
+        """Fine-tune a copy of ``student``; keep it if it scores better.
+
+        ``stage`` prefixes the names of this step's stages in the working
+        folder.
+        """
         self._log(f"Fine-tuning on {len(pool[1])} counterfactuals.")
-        finetuned = self._finetune(student, train, pool)
+        finetuned = self._run.stage(
+            f"{stage}-finetune",
+            rng,
+            lambda: self._finetune(student, train, pool),
+            encode=net_state,
+            decode=lambda state: load_net_state(
+                self._finetuning_net(self._make_net()), state
+            ),
+        )
         X_val, y_val = validation
         if X_val is None:
             entry.update(score_before=np.nan, score_after=np.nan, accepted=True)
@@ -437,7 +529,9 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
         # whether the fine-tuned classifier follows the teacher's strategy.
         n_val = max(1, round(self.n_counterfactuals * self.validation_fraction))
         val_sources = _draw_sources(y_val, student.predict(X_val), n_val, rng)
-        val_records, _ = self._teach(student, X_val, y_val, val_sources)
+        val_records, _ = self._teach(
+            student, X_val, y_val, val_sources, rng, f"{stage}-validation"
+        )
         judged = val_records["verdict"] != ""
         X_judged = self._to_internal(val_records["counterfactual"][judged])
         y_judged = val_records["teacher_index"][judged]
@@ -457,9 +551,7 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
         finetuned.iterator_train = partial(
             _finetuning_loader, groups=groups, group_shares=shares
         )
-        finetuned.set_params(max_epochs=self.finetune_epochs)
-        if self.finetune_lr is not None:
-            finetuned.set_params(lr=self.finetune_lr)
+        self._finetuning_net(finetuned)
         try:
             finetuned.partial_fit(
                 np.concatenate([X_train, pool_X]), np.concatenate([y_train, pool_y])
@@ -467,6 +559,13 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
         finally:
             finetuned.iterator_train = iterator
         return finetuned
+
+    def _finetuning_net(self, net):
+        """Set ``net`` up for fine-tuning: epochs and learning rate."""
+        net.set_params(max_epochs=self.finetune_epochs)
+        if self.finetune_lr is not None:
+            net.set_params(lr=self.finetune_lr)
+        return net
 
     def _check_explainer(self, net, X, y):
         """Try the explainer on two samples of an untrained net, to fail early."""
@@ -520,6 +619,11 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
                 changed[source] = changed.get(source, False) | region
         return counterfactuals, reached
 
+    def _timed_explore(self, student, X, target, sources):
+        start = time.perf_counter()
+        counterfactuals, reached = self._explore(student, X, target, sources)
+        return counterfactuals, reached, time.perf_counter() - start
+
     def _explain(self, student, X, target, locked=None):
         if locked is None:
             counterfactuals, reached = self.explainer_.explain(student, X, target)
@@ -542,11 +646,23 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
             )
         return counterfactuals, reached
 
-    def _ask_teacher(self, X):
-        """Encoded teacher labels of ``X``; -1 where the teacher cannot tell."""
+    def _ask_teacher(self, X, originals, rng, stage):
+        """Encoded teacher labels of ``X``; -1 where the teacher cannot tell.
+
+        A teacher whose signature has an ``originals`` parameter also gets
+        the images the counterfactuals ``X`` were made from. The answers are
+        the working folder's stage ``stage``: a resumed fit does not ask
+        again.
+        """
         if len(X) == 0:
             return np.empty(0, dtype=np.int64)
-        labels = self.teacher(X)
+        return self._run.stage(stage, rng, lambda: self._query_teacher(X, originals))
+
+    def _query_teacher(self, X, originals):
+        if originals is not None and _takes_originals(self.teacher):
+            labels = self.teacher(X, originals=originals)
+        else:
+            labels = self.teacher(X)
         labels = np.asarray(labels, dtype=object).reshape(-1)
         if len(labels) != len(X):
             raise ValueError(
@@ -595,11 +711,15 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
 
     # -- data handling ----------------------------------------------------
 
-    def _split(self, y, rng):
-        """Rows of the training and validation parts (validation may be None)."""
+    def _draw_split(self, y, rng):
+        """PyTorch's seed, and the rows of the training and validation parts.
+
+        The validation rows are ``None`` when nothing is held out.
+        """
+        seed = int(rng.randint(np.iinfo(np.int32).max))
         rows = np.arange(len(y))
         if self.validation_fraction is None or not self._corrects():
-            return rows, None
+            return seed, rows, None
         counts = np.bincount(y)
         n_val = int(np.ceil(self.validation_fraction * len(y)))
         if counts.min() < 2 or n_val < len(counts) or len(y) - n_val < len(counts):
@@ -608,17 +728,25 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
                 f"validation share of {self.validation_fraction}; model selection "
                 "is off and the fine-tuned classifier is always kept.",
                 CounterfactualWarning,
-                stacklevel=3,
+                stacklevel=5,
             )
-            return rows, None
+            return seed, rows, None
         train_rows, validation_rows = train_test_split(
             rows, test_size=n_val, stratify=y, random_state=rng
         )
-        return train_rows, validation_rows
+        return seed, train_rows, validation_rows
 
     def _corrects(self):
         """Whether fit goes beyond the batch-balanced base classifier."""
         return self.n_counterfactuals > 0 and self.n_rounds > 0
+
+
+def _takes_originals(teacher):
+    """Whether ``teacher`` is called with the originals of counterfactuals."""
+    try:
+        return "originals" in inspect.signature(teacher).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _explainer_params(explainer):

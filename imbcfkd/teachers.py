@@ -7,9 +7,13 @@ user's own label space. Where the teacher cannot tell (the image is out of
 distribution, or too ambiguous to judge), it returns
 :data:`OUT_OF_DISTRIBUTION` for that image, and CFKD discards it.
 
-In practice the teacher is a domain expert; in experiments it is an oracle,
-a classifier trained on well-conditioned data, wrapped by
-:class:`OracleTeacher`.
+A teacher whose signature has a parameter named ``originals`` is called as
+``teacher(X, originals=sources)`` when ``X`` holds counterfactuals, with the
+image each was made from, so that it can show the two side by side.
+
+In practice the teacher is a domain expert, asked on a local web page by
+:class:`imbcfkd.HumanTeacher`; in experiments it is an oracle, a classifier
+trained on well-conditioned data, wrapped by :class:`OracleTeacher`.
 """
 
 import numpy as np
