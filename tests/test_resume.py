@@ -1,6 +1,10 @@
 """A CFKD fit with a working folder survives interruptions and resumes exactly."""
 
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,3 +132,16 @@ def test_folder_holds_no_pickles(oracle_teacher, tmp_path):
         "data",
         "parameters",
     }
+
+
+def test_resume_benchmark_ends_with_the_same_model():
+    script = Path(__file__).parents[1] / "benchmarks" / "resume.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--quick", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "the same model as the one without a folder: True" in result.stdout
+    assert re.search(r"on the finished folder\s+[\d.]+ s\s+0 calls", result.stdout)
