@@ -549,6 +549,7 @@ class _Session:
         with self.lock:
             stopped = self.stopped
             self.store, self.items, self.given = None, [], []
+            self.stopped = False
             return stopped
 
     def current(self):
@@ -983,6 +984,8 @@ function buildButtons() {
 
 function show(next) {
   state = next;
+  // While idle between two calls, the page keeps the last batch's progress.
+  if (state.waiting) { wait(); return; }
   const done = state.answered;
   document.getElementById("progress-text").textContent =
     done + " of " + state.total + " answered";
@@ -991,11 +994,11 @@ function show(next) {
   document.getElementById("undo").disabled = !state.can_undo;
   if (state.stopped) {
     note = ["Stopped", done + " of " + state.total + " answers are saved. " +
-      "Fit again to continue: this page shows the rest when you do."];
+      "Fit again to continue; only the rest will be shown."];
   } else if (state.item === null && state.total > 0) {
-    note = ["All answered", "Thank you: the answers are saved. If the " +
-      "classifier needs more, its next images appear here; otherwise you " +
-      "can close this page."];
+    note = ["All answered", "Thank you: the answers are saved. Keep this " +
+      "page open: while the classifier trains, its next images appear " +
+      "here, and the page says so when the session has ended."];
   }
   if (state.item === null || state.stopped) { wait(); return; }
   note = null;
@@ -1036,8 +1039,10 @@ function wait() {
 
 function refresh() {
   call("/state").then(show).catch(() => {
+    document.getElementById("message-title").textContent = "Session ended";
     document.getElementById("message-text").textContent =
-      "The session has ended; answers given are saved.";
+      "The session has ended and every answer given is saved. You can " +
+      "close this page.";
   });
 }
 
