@@ -25,7 +25,6 @@ used as a path on disk.
 import argparse
 import csv
 import hashlib
-import html
 import io
 import json
 import os
@@ -36,6 +35,7 @@ import time
 import webbrowser
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -53,6 +53,7 @@ ITEMS_FOLDER = "items"
 CANNOT_TELL = "cannot tell"
 _LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
 _EXPORT_SIZE = 256
+_PAGE_FILE = "annotation_page.html"
 
 
 class HumanTeacher:
@@ -807,16 +808,12 @@ def _png(rgb, display_size):
 
 
 def _page(session):
-    """The annotation page: one HTML document, its script and style inline."""
-    settings = {
-        "token": session.token,
-        "classes": session.class_names,
-    }
-    script = _PAGE_SCRIPT.replace("__SETTINGS__", json.dumps(settings))
+    """The annotation page, its script and style inline, filled in."""
+    settings = {"token": session.token, "classes": session.class_names}
+    template = resources.files(__package__).joinpath(_PAGE_FILE).read_text("utf-8")
     return (
-        _PAGE_HTML.replace("__STYLE__", _PAGE_STYLE)
-        .replace("__SCRIPT__", script)
-        .replace("__SIZE__", html.escape(str(int(session.teacher.display_size))))
+        template.replace("__SETTINGS__", json.dumps(settings))
+        .replace("__SIZE__", str(int(session.teacher.display_size)))
         .encode("utf-8")
     )
 
@@ -865,226 +862,6 @@ def _write_text(path, text):
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
-
-
-_PAGE_HTML = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>imbcfkd: label counterfactuals</title>
-<style>__STYLE__</style>
-</head>
-<body style="--size: __SIZE__px">
-<header>
-  <h1>Which class is the edited image?</h1>
-  <div id="progress-text" aria-live="polite"></div>
-  <div class="bar"><div id="progress-bar"></div></div>
-</header>
-<main id="item">
-  <div id="panels">
-    <figure id="original-panel"><img id="original" alt="original image"
-      width="__SIZE__" height="__SIZE__"><figcaption>Original</figcaption></figure>
-    <figure><img id="counterfactual" alt="image to label"
-      width="__SIZE__" height="__SIZE__"><figcaption id="counterfactual-caption"
-      >Counterfactual: label this one</figcaption></figure>
-    <figure id="difference-panel"><img id="difference" alt="difference"
-      width="__SIZE__" height="__SIZE__"><figcaption id="difference-caption"
-      >Where they differ</figcaption></figure>
-  </div>
-  <p class="question" id="question"></p>
-  <div id="answers"></div>
-  <div id="controls">
-    <button id="undo" type="button">Undo last answer <kbd>Backspace</kbd></button>
-    <button id="stop" type="button">Stop for now</button>
-  </div>
-  <p id="status" role="status"></p>
-</main>
-<section id="message" hidden>
-  <h2 id="message-title"></h2>
-  <p id="message-text"></p>
-</section>
-<script>__SCRIPT__</script>
-</body>
-</html>
-"""
-
-_PAGE_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5rem auto; max-width: 60rem;
-  color: #1d1d1f; background: #fafafa; padding: 0 1rem; }
-h1 { font-size: 1.35rem; margin: 0 0 .4rem; }
-.bar { height: .5rem; background: #ddd; border-radius: .25rem; overflow: hidden; }
-#progress-bar { height: 100%; width: 0; background: #2f7d32; }
-#progress-text { margin-bottom: .3rem; }
-#panels { display: flex; gap: 1.2rem; flex-wrap: wrap; margin: 1.2rem 0 .5rem; }
-figure { margin: 0; text-align: center; width: calc(var(--size) + 2px); }
-img { image-rendering: pixelated; background: #000; border: 1px solid #bbb; }
-figcaption { margin-top: .3rem; font-size: .95rem; }
-#counterfactual { outline: 3px solid #1565c0; }
-.question { font-weight: 600; }
-#answers button, #controls button { font-size: 1.05rem; padding: .55rem 1rem;
-  margin: 0 .5rem .5rem 0; border-radius: .4rem; border: 1px solid #888;
-  background: #fff; cursor: pointer; }
-#answers button:hover { background: #e3f2fd; }
-#answers button.cannot-tell { color: #555; }
-kbd { font-family: ui-monospace, monospace; font-size: .85em; padding: 0 .3em;
-  border: 1px solid #aaa; border-radius: .2em; background: #f3f3f3; }
-#controls { margin-top: .8rem; }
-#status { color: #555; min-height: 1.2em; }
-"""
-
-_PAGE_SCRIPT = """
-"use strict";
-const SETTINGS = __SETTINGS__;
-let state = null;
-let busy = false;
-let note = null;
-let poller = null;
-
-function url(path, extra) {
-  const query = new URLSearchParams({token: SETTINGS.token, ...(extra || {})});
-  return path + "?" + query.toString();
-}
-
-async function call(path, body) {
-  const options = body === undefined ? {} : {
-    method: "POST", headers: {"Content-Type": "application/json"},
-    body: JSON.stringify(body)};
-  const response = await fetch(url(path), options);
-  if (!response.ok) { throw new Error(path + ": " + response.status); }
-  return response.json();
-}
-
-function buildButtons() {
-  const box = document.getElementById("answers");
-  SETTINGS.classes.forEach((name, index) => {
-    const button = document.createElement("button");
-    button.type = "button";
-    button.dataset.answer = String(index);
-    button.textContent = name + " ";
-    if (index < 9) {
-      const key = document.createElement("kbd");
-      key.textContent = String(index + 1);
-      button.appendChild(key);
-    }
-    button.addEventListener("click", () => answer(index, "click"));
-    box.appendChild(button);
-  });
-  const unsure = document.createElement("button");
-  unsure.type = "button";
-  unsure.className = "cannot-tell";
-  unsure.dataset.answer = "-1";
-  unsure.textContent = "Cannot tell ";
-  const key = document.createElement("kbd");
-  key.textContent = "0";
-  unsure.appendChild(key);
-  unsure.addEventListener("click", () => answer(-1, "click"));
-  box.appendChild(unsure);
-}
-
-function show(next) {
-  state = next;
-  // While idle between two calls, the page keeps the last batch's progress.
-  if (state.waiting) { wait(); return; }
-  const done = state.answered;
-  document.getElementById("progress-text").textContent =
-    done + " of " + state.total + " answered";
-  document.getElementById("progress-bar").style.width =
-    (100 * done / Math.max(1, state.total)) + "%";
-  document.getElementById("undo").disabled = !state.can_undo;
-  if (state.stopped) {
-    note = ["Stopped", done + " of " + state.total + " answers are saved. " +
-      "Fit again to continue; only the rest will be shown."];
-  } else if (state.item === null && state.total > 0) {
-    note = ["All answered", "Thank you: the answers are saved. Keep this " +
-      "page open: while the classifier trains, its next images appear " +
-      "here, and the page says so when the session has ended."];
-  }
-  if (state.item === null || state.stopped) { wait(); return; }
-  note = null;
-  document.getElementById("message").hidden = true;
-  const main = document.getElementById("item");
-  main.hidden = false;
-  const item = state.item;
-  main.dataset.item = item.id;
-  const both = item.has_original;
-  document.getElementById("original-panel").hidden = !both;
-  document.getElementById("difference-panel").hidden = !both;
-  document.getElementById("counterfactual-caption").textContent =
-    both ? "Counterfactual: label this one" : "Image to label";
-  document.getElementById("difference-caption").textContent = both ?
-    "Where they differ (black: unchanged; largest change " +
-    item.largest_change.toFixed(3) + ")" : "";
-  for (const kind of both ? ["original", "counterfactual", "difference"] : ["image"]) {
-    const target = kind === "image" ? "counterfactual" : kind;
-    document.getElementById(target).src =
-      url("/image", {item: item.position, kind: kind});
-  }
-  document.getElementById("question").textContent = both ?
-    "What is the true class of the counterfactual (the middle image)?" :
-    "What is the true class of this image?";
-}
-
-function wait() {
-  const main = document.getElementById("item");
-  delete main.dataset.item;
-  main.hidden = true;
-  const message = note || ["Waiting", "Waiting for images to label..."];
-  document.getElementById("message").hidden = false;
-  document.getElementById("message-title").textContent = message[0];
-  document.getElementById("message-text").textContent = message[1];
-  clearTimeout(poller);
-  poller = setTimeout(refresh, 1000);
-}
-
-function refresh() {
-  call("/state").then(show).catch(() => {
-    document.getElementById("message-title").textContent = "Session ended";
-    document.getElementById("message-text").textContent =
-      "The session has ended and every answer given is saved. You can " +
-      "close this page.";
-  });
-}
-
-async function send(path, body) {
-  if (busy) { return; }
-  busy = true;
-  try {
-    const next = await call(path, body);
-    document.getElementById("status").textContent = "";
-    show(next);
-  } catch (error) {
-    document.getElementById("status").textContent =
-      "Not saved (" + error.message + "); the session may have ended.";
-  } finally {
-    busy = false;
-  }
-}
-
-function answer(index, via) {
-  if (!state || !state.item) { return; }
-  send("/answer", {item: state.item.id, answer: index, via: via});
-}
-
-document.addEventListener("keydown", (event) => {
-  if (event.ctrlKey || event.metaKey || event.altKey) { return; }
-  if (event.key === "Backspace" || event.key === "u") {
-    event.preventDefault();
-    if (state && state.can_undo) { send("/undo", {}); }
-    return;
-  }
-  if (event.key === "0") { answer(-1, "key"); return; }
-  const digit = Number.parseInt(event.key, 10);
-  if (digit >= 1 && digit <= Math.min(9, SETTINGS.classes.length)) {
-    answer(digit - 1, "key");
-  }
-});
-document.getElementById("undo").addEventListener("click", () => send("/undo", {}));
-document.getElementById("stop").addEventListener("click", () => send("/stop", {}));
-
-buildButtons();
-refresh();
-"""
 
 
 def main(argv=None):

@@ -321,7 +321,7 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
         X, y = self._validate_training_data(X, y)
         rng = check_random_state(self.random_state)
         run = self._open_work_dir(X, y)
-        if run.path is not None and rng is np.random.mtrand._rand:
+        if run.path is not None and self.random_state in (None, np.random):
             # A resumed run restores the random state: never NumPy's global one.
             rng = np.random.RandomState(rng.randint(np.iinfo(np.int32).max))
         seed, train_rows, validation_rows = run.stage(
@@ -352,6 +352,7 @@ class CFKDClassifier(_NetClassifierMixin, ClassifierMixin, BaseEstimator):
                 decode=lambda state: load_net_state(net, state),
             )
             self.net_ = self.base_net_
+            # The rounds save their stages in the working folder.
             self._run = run
             try:
                 self._run_rounds(X_train, y_train, validation, train_rows, rng)
