@@ -66,6 +66,10 @@ class HumanTeacher:
     original, the counterfactual and a heat map of their difference;
     without, the image alone.
 
+    The page is served from the first call on, at one address, until
+    :meth:`close` or the end of the process; between two calls it waits for
+    the next images. Use the teacher as a context manager to close it.
+
     Parameters
     ----------
     classes : sequence
@@ -89,8 +93,9 @@ class HumanTeacher:
         item's original and counterfactual together over their joint range,
         so that the two stay comparable.
     display_size : int, default=256
-        Length in screen pixels of the longer side of each image on the page;
-        images are enlarged by a whole factor, without smoothing.
+        Length in screen pixels of the longer side of each image on the page.
+        Smaller images are enlarged by a whole factor, without smoothing;
+        larger ones are shown scaled down.
     host : str, default="127.0.0.1"
         Interface to serve on. Keep the loopback address unless the expert
         works on another machine, and then prefer an SSH tunnel.
@@ -246,19 +251,17 @@ class HumanTeacher:
         The page is served from the first call on, at one address, until
         :meth:`close`; between calls it waits for the next items.
         """
-        if getattr(self, "_session", None) is None:
+        first = getattr(self, "_session", None) is None
+        if first:
             self._session = _Session(self)
             self._server = _Server((self.host, self.port), _handler(self._session))
             threading.Thread(target=self._server.serve_forever, daemon=True).start()
-            opened = False
-        else:
-            opened = True
         session = self._session
         host = f"[{self.host}]" if ":" in self.host else self.host
         url = f"http://{host}:{self._server.server_port}/?token={session.token}"
         session.begin(store, pending)
         self.sink(f"{len(pending)} images to label at {url}")
-        if self.open_browser and not opened:
+        if self.open_browser and first:
             webbrowser.open(url)
         try:
             while not session.finished.wait(0.1):
@@ -642,7 +645,9 @@ def _handler(session):
             if path == "/":
                 self._send(HTTPStatus.OK, "text/html; charset=utf-8", _page(session))
             elif path == "/state":
-                self._send_json(session.state())
+                with session.lock:
+                    state = session.state()
+                self._send_json(state)
             elif path == "/image":
                 self._send_image(query)
             else:
@@ -687,7 +692,8 @@ def _handler(session):
             try:
                 position = int(query.get("item", [""])[0])
                 kind = query.get("kind", [""])[0]
-                png = session.panel(position, kind) if position >= 0 else None
+                with session.lock:
+                    png = session.panel(position, kind) if position >= 0 else None
             except (ValueError, IndexError):
                 png = None
             if png is None:
