@@ -98,21 +98,10 @@ def net_state(net):
 def load_net_state(net, state):
     """Initialise ``net`` and load a tree made by :func:`net_state` into it."""
     net.initialize()
-    net.module_.load_state_dict(
-        {name: torch.as_tensor(value) for name, value in state["module"].items()}
-    )
-    net.optimizer_.load_state_dict(_as_tensors(state["optimizer"]))
+    # The tree holds tensors where the state had them: it loads as it is.
+    net.module_.load_state_dict(state["module"])
+    net.optimizer_.load_state_dict(state["optimizer"])
     return net
-
-
-def _as_tensors(tree):
-    if isinstance(tree, np.ndarray):
-        return torch.from_numpy(tree.copy())
-    if isinstance(tree, dict):
-        return {key: _as_tensors(value) for key, value in tree.items()}
-    if isinstance(tree, list | tuple):
-        return type(tree)(_as_tensors(value) for value in tree)
-    return tree
 
 
 def _encode(value, arrays):

@@ -41,6 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from ._serialization import atomic_write
 from .exceptions import AnnotationIncomplete
 from .teachers import OUT_OF_DISTRIBUTION
 
@@ -246,11 +247,7 @@ class HumanTeacher:
         return state
 
     def _ask(self, store, pending):
-        """Show ``pending`` items on the page until all are answered.
-
-        The page is served from the first call on, at one address, until
-        :meth:`close`; between calls it waits for the next items.
-        """
+        """Show ``pending`` items on the page until all are answered."""
         first = getattr(self, "_session", None) is None
         if first:
             self._session = _Session(self)
@@ -470,9 +467,7 @@ class AnnotationFolder:
         arrays = {"image": image}
         if original is not None:
             arrays["original"] = original
-        path = self.path / ITEMS_FOLDER / f"{identifier}.npz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as handle:
+        with atomic_write(self.path / ITEMS_FOLDER / f"{identifier}.npz") as handle:
             np.savez(handle, **arrays)
         _append_line(self.path / ITEMS_FILE, {"item": identifier})
         self.items.append(identifier)
@@ -864,10 +859,8 @@ def _read_lines(path):
 
 
 def _write_text(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    with atomic_write(path) as handle:
+        handle.write(text.encode("utf-8"))
 
 
 def main(argv=None):
